@@ -1,0 +1,35 @@
+"""CompressLens: what prompt compression does to a diffusion language model.
+
+    streamlit run app.py
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from core import paths
+from core.service import default_model
+from db.queries import run_count
+from db.session import schema_version, session_scope
+from pages.shared import db_url, get_worker
+
+st.set_page_config(page_title="CompressLens", page_icon="🔬", layout="wide")
+
+worker = get_worker()
+with st.sidebar:
+    st.markdown("### CompressLens")
+    device = f"GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only (no GPU found)"
+    st.caption(f"Device: {device}")
+    st.caption(f"Default model: {default_model()}")
+    with session_scope(db_url()) as session:
+        stored = run_count(session)
+    st.caption(f"Database: {paths.db_url()} (schema v{schema_version(db_url())}, {stored} runs)")
+    st.caption("Worker: " + ("running" + (f", job #{worker.current_job}" if worker.current_job else ", idle")
+                             if worker.alive else "stopped"))
+
+page = st.navigation([
+    st.Page("pages/playground.py", title="Playground", icon="🧪", default=True),
+    st.Page("pages/history.py", title="History", icon="🗂️"),
+])
+page.run()

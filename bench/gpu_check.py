@@ -1,0 +1,96 @@
+"""GPU check of the reference path: checkpoint loading to CUDA in bf16, and the sampler at LLaDA-8B shape.
+
+    python bench/gpu_check.py [--gen 128 --steps 128 --block 32 --prompt-tokens 200]
+
+Prints one JSON line per figure. Weights are random (no LLaDA-8B checkpoint can be had here);
+speed does not depend on weight values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.demo import build_tiny_checkpoint  # noqa: E402
+from core.generator import LLaDAGenerator  # noqa: E402
+from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402
+from core.llada.sampler import SamplerParams, generate  # noqa: E402
+
+
+def emit(**fields) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def tiny_checkpoint_on_gpu() -> None:
+    ckpt = build_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny", max_shard_bytes=40_000, seed=1)
+    params = SamplerParams(gen_length=32, steps=32, block_length=8)
+    prompts = ["A water tank holds 1,200 liters. How long does it take to fill?", "Short prompt."]
+    gpu = LLaDAGenerator(str(ckpt), "cuda")
+    cpu = LLaDAGenerator(str(ckpt), "cpu")
+    gpu_fp32 = LLaDAGenerator(str(ckpt), "cuda", dtype=torch.float32)
+    out_gpu = gpu.generate(prompts, params, seed=0)
+    out_cpu = cpu.generate(prompts, params, seed=0)
+    out_fp32 = gpu_fp32.generate(prompts, params, seed=0)
+    agree_bf16 = sum(a == b for g, c in zip(out_gpu, out_cpu) for a, b in zip(g.token_ids, c.token_ids))
+    emit(figure="tiny_checkpoint_cuda", dtype=gpu.info.dtype, device=gpu.info.device,
+         fp32_gpu_equals_cpu=all(g.token_ids == c.token_ids for g, c in zip(out_fp32, out_cpu)),
+         bf16_token_agreement=agree_bf16 / (len(prompts) * params.gen_length))
+
+
+def llada_8b_sampler(gen: int, steps: int, block: int, prompt_tokens: int) -> None:
+    cfg = LLaDAConfig()
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LLaDA(cfg).to(torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    model.eval()
+    emit(figure="llada_8b_parameters", value=model.num_parameters(),
+         weights_gib=round(torch.cuda.memory_allocated() / 2**30, 2))
+    prompt = torch.randint(0, 126000, (1, prompt_tokens), device="cuda")
+    with torch.no_grad():
+        model(prompt)  # warm-up
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(5):
+            model(torch.cat([prompt, torch.full((1, gen), cfg.mask_token_id, device="cuda")], dim=1))
+        torch.cuda.synchronize()
+    emit(figure="forward_ms", tokens=prompt_tokens + gen, value=round((time.perf_counter() - started) / 5 * 1000, 2))
+    for batch in (1, 2):
+        torch.cuda.reset_peak_memory_stats()
+        prompts = prompt.repeat(batch, 1)
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        generate(model, prompts, steps=steps, gen_length=gen, block_length=block,
+                 generator=torch.Generator(device="cuda").manual_seed(0))
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        emit(figure="reference_sampler", batch=batch, gen=gen, steps=steps, block=block, prompt_tokens=prompt_tokens,
+             seconds=round(seconds, 3), s_per_prompt=round(seconds / batch, 3),
+             positions_per_s=round(batch * gen / seconds, 1),
+             peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gen", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--block", type=int, default=32)
+    parser.add_argument("--prompt-tokens", type=int, default=200)
+    args = parser.parse_args()
+    emit(figure="device", name=torch.cuda.get_device_name(0), torch=torch.__version__)
+    tiny_checkpoint_on_gpu()
+    llada_8b_sampler(args.gen, args.steps, args.block, args.prompt_tokens)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Prompt sources: the app's own samples, GSM8K, the CNN/DailyMail summarization sample, ShareGPT.
+
+Datasets are read from the data directory (``COMPRESSLENS_DATA_DIR``: ``gsm8k/test.jsonl``,
+``cnndm/test.jsonl``, ``sharegpt/prompts.jsonl``) or, for GSM8K and CNN/DailyMail, downloaded
+from the Hugging Face hub when the machine is online.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core import paths
+from core.errors import UserError
+from core.metrics import gold_answer
+
+SUMMARIZE_INSTRUCTION = "Summarize the following news article in 3-4 sentences.\n\n"
+BUILTIN_FILE = Path(__file__).parent / "data" / "samples.jsonl"
+
+
+@dataclass
+class Sample:
+    source: str
+    source_id: str
+    task: str  # math | summarization | chat | custom
+    prompt: str
+    gold_solution: str | None = None  # GSM8K worked solution ending in "#### N"
+    reference: str | None = None  # reference summary
+
+    @property
+    def gold_answer(self) -> str | None:
+        return gold_answer(self.gold_solution) if self.gold_solution else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def builtin_samples() -> list[Sample]:
+    return [Sample("builtin", r["id"], r["task"], r["prompt"], r.get("answer"), r.get("reference"))
+            for r in _read_jsonl(BUILTIN_FILE)]
+
+
+def _local_or_download(relative: str, repo: str, filename: str) -> tuple[str, Path]:
+    root = paths.data_dir()
+    if root is not None and (root / relative).is_file():
+        return "jsonl", root / relative
+    from huggingface_hub import constants, hf_hub_download
+
+    where = f"{root / relative}" if root else f"$COMPRESSLENS_DATA_DIR/{relative}"
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(f"Dataset file {where} not found and this machine is offline; set COMPRESSLENS_DATA_DIR.")
+    try:
+        return "parquet", Path(hf_hub_download(repo, filename, repo_type="dataset"))
+    except Exception as exc:
+        raise UserError(f"Dataset file {where} not found and the download from {repo} failed: {exc}") from None
+
+
+def gsm8k(split: str = "test") -> list[Sample]:
+    kind, path = _local_or_download(f"gsm8k/{split}.jsonl", "openai/gsm8k", f"main/{split}-00000-of-00001.parquet")
+    rows = _read_jsonl(path) if kind == "jsonl" else _read_parquet(path)
+    return [Sample("gsm8k", f"{split}-{i}", "math", r["question"], r["answer"]) for i, r in enumerate(rows)]
+
+
+def cnndm() -> list[Sample]:
+    kind, path = _local_or_download("cnndm/test.jsonl", "abisee/cnn_dailymail", "3.0.0/test-00000-of-00003.parquet")
+    rows = _read_jsonl(path) if kind == "jsonl" else _read_parquet(path)
+    return [Sample("cnndm", str(r["id"]), "summarization", SUMMARIZE_INSTRUCTION + r["article"],
+                   reference=r.get("reference") or r.get("highlights")) for r in rows]
+
+
+def sharegpt() -> list[Sample]:
+    root = paths.data_dir()
+    path = root / "sharegpt" / "prompts.jsonl" if root else None
+    if path is None or not path.is_file():
+        raise UserError("ShareGPT prompts not found: set COMPRESSLENS_DATA_DIR to a folder with sharegpt/prompts.jsonl "
+                        "(one {\"id\", \"prompt\"} object per line).")
+    return [Sample("sharegpt", str(r["id"]), "chat", r["prompt"]) for r in _read_jsonl(path)]
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pandas as pd
+
+    return pd.read_parquet(path).to_dict("records")
+
+
+SOURCES = {
+    "builtin": ("Built-in samples", builtin_samples),
+    "gsm8k": ("GSM8K (math)", gsm8k),
+    "cnndm": ("CNN/DailyMail (summarization)", cnndm),
+    "sharegpt": ("ShareGPT (chat)", sharegpt),
+}
+
+
+def load_source(name: str) -> list[Sample]:
+    if name not in SOURCES:
+        raise UserError(f"Unknown prompt source {name!r}; choose one of: {', '.join(SOURCES)}")
+    return SOURCES[name][1]()
+
+
+def sample_one(name: str, seed: int) -> Sample:
+    samples = load_source(name)
+    return samples[random.Random(seed).randrange(len(samples))]

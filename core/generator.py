@@ -1,0 +1,123 @@
+"""Generators: one small interface that LLaDA (and later autoregressive controls) satisfy."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+
+from core.errors import UserError
+from core.llada import loader, sampler
+from core.llada.tokenizer import EOS, EOT, MASK, chat_prompt
+
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    seconds: float
+    forward_calls: int
+
+
+@dataclass
+class ModelInfo:
+    model_id: str
+    local_path: str
+    kind: str
+    device: str
+    dtype: str
+    parameters: int
+    max_length: int
+    revision: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Generator(Protocol):
+    info: ModelInfo
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def prompt_length(self, prompt: str) -> int: ...
+
+    def generate(self, prompts: list[str], params: sampler.SamplerParams, seed: int,
+                 on_step: StepCallback | None = None) -> list[Generation]: ...
+
+
+def hub_revision(model_dir: Path) -> str | None:
+    """The commit hash when the directory is a hub cache snapshot (…/snapshots/<hash>)."""
+    return model_dir.name if model_dir.parent.name == "snapshots" else None
+
+
+class LLaDAGenerator:
+    def __init__(self, model_id: str, device: str | None = None, dtype: torch.dtype | None = None):
+        model_dir = loader.resolve_model_dir(model_id)
+        self.device = torch.device(device) if device else loader.default_device()
+        self.model = loader.load_llada(model_dir, self.device, dtype)
+        self.tokenizer = loader.load_tokenizer(model_dir)
+        cfg = self.model.cfg
+        vocab = self.tokenizer.get_vocab()
+        self.mask_id = vocab.get(MASK, cfg.mask_token_id)
+        self.eos_id = vocab.get(EOS, cfg.eos_token_id)
+        self.eot_id = vocab.get(EOT, self.eos_id)
+        self.info = ModelInfo(
+            model_id=model_id, local_path=str(model_dir), kind="llada", device=str(self.device),
+            dtype=str(self.model.model.transformer.wte.weight.dtype).removeprefix("torch."),
+            parameters=self.model.num_parameters(), max_length=cfg.max_sequence_length,
+            revision=hub_revision(model_dir),
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        # The template already holds BOS; the tokenizer must not add another.
+        return self.tokenizer(chat_prompt(self.tokenizer, prompt), add_special_tokens=False).input_ids
+
+    def prompt_length(self, prompt: str) -> int:
+        return len(self.encode_prompt(prompt))
+
+    def check_fits(self, prompts: list[str], params: sampler.SamplerParams) -> None:
+        for prompt in prompts:
+            total = self.prompt_length(prompt) + params.gen_length
+            if total > self.info.max_length:
+                raise UserError(
+                    f"Prompt of {self.prompt_length(prompt)} tokens plus {params.gen_length} generated tokens "
+                    f"exceeds the model's context of {self.info.max_length} tokens; shorten the prompt or gen_length."
+                )
+
+    def generate(self, prompts: list[str], params: sampler.SamplerParams, seed: int,
+                 on_step: StepCallback | None = None) -> list[Generation]:
+        problems = params.problems()
+        if problems:
+            raise UserError("Sampler settings: " + "; ".join(problems))
+        self.check_fits(prompts, params)
+        encoded = [self.encode_prompt(p) for p in prompts]
+        width = max(len(ids) for ids in encoded)
+        prompt = torch.full((len(encoded), width), self.eos_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            prompt[row, width - len(ids):] = torch.tensor(ids)
+            attention_mask[row, width - len(ids):] = 1
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        started = time.perf_counter()
+        out = sampler.generate(
+            self.model, prompt.to(self.device),
+            attention_mask.to(self.device) if len(encoded) > 1 else None,
+            steps=params.steps, gen_length=params.gen_length, block_length=params.block_length,
+            temperature=params.temperature, cfg_scale=params.cfg_scale, remasking=params.remasking,
+            mask_id=self.mask_id, eos_id=self.eos_id, eot_id=self.eot_id, logits_eos_inf=params.logits_eos_inf,
+            confidence_eos_eot_inf=params.confidence_eos_eot_inf, generator=generator,
+            on_step=None if on_step is None else (lambda done, total, _x: on_step(done, total)),
+        )
+        seconds = time.perf_counter() - started
+        results = []
+        for row in range(len(encoded)):
+            ids = out[row, width:].tolist()
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            results.append(Generation(text=text.strip(), token_ids=ids, seconds=seconds, forward_calls=params.steps))
+        return results

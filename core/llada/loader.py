@@ -1,0 +1,201 @@
+"""Load a LLaDA checkpoint directory (config.json + safetensors shards) onto a device.
+
+Every tensor of the checkpoint is checked against the model's own names and shapes before
+anything is loaded, so a wrong or damaged checkpoint fails with a message, not a traceback
+from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from core.errors import UserError
+from core.llada.model import LLaDA, LLaDAConfig
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+class CheckpointError(UserError):
+    """The checkpoint directory is missing, incomplete, or does not match the model."""
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    # bf16 is what the checkpoints hold and what the GPU is fast at; CPUs get float32.
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def resolve_model_dir(name_or_path: str) -> Path:
+    """A local directory as it is; a hub id from the local cache, or downloaded when online."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if not looks_like_hub_id(name_or_path):
+        raise CheckpointError(f"Model directory not found: {name_or_path}")
+    from huggingface_hub import constants, snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.jinja"]
+    try:
+        return Path(snapshot_download(name_or_path, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    target = Path(constants.HF_HUB_CACHE) / ("models--" + name_or_path.replace("/", "--"))
+    if constants.HF_HUB_OFFLINE:
+        raise CheckpointError(
+            f"Model {name_or_path} is not downloaded and this machine is offline (HF_HUB_OFFLINE=1). "
+            f"On a machine with network run `huggingface-cli download {name_or_path}` and copy the cache to "
+            f"{target}, or download it to any directory and pass that directory instead of the id."
+        )
+    try:
+        return Path(snapshot_download(name_or_path, allow_patterns=patterns))
+    except Exception as exc:
+        raise CheckpointError(
+            f"Could not download {name_or_path} ({type(exc).__name__}: {exc}). Place the checkpoint in "
+            f"{target} or pass a local directory."
+        ) from exc
+
+
+def read_config(model_dir: Path) -> LLaDAConfig:
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{model_dir} has no config.json: not a LLaDA checkpoint directory")
+    try:
+        raw = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON: {exc}") from exc
+    missing = [k for k in ("d_model", "n_heads", "n_layers", "mlp_hidden_size", "vocab_size") if k not in raw]
+    if missing:
+        raise CheckpointError(f"{config_path} lacks {', '.join(missing)}: not a LLaDA config")
+    cfg = LLaDAConfig.from_dict(raw)
+    if cfg.d_model % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
+        raise CheckpointError(f"{config_path}: d_model, n_heads and n_kv_heads do not divide evenly")
+    return cfg
+
+
+def shard_files(model_dir: Path) -> dict[str, Path]:
+    """Tensor name -> file that holds it, from the index json or the single file."""
+    index_path = model_dir / INDEX_FILE
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"{index_path} is not a safetensors index: {exc}") from exc
+        files = {name: model_dir / fname for name, fname in weight_map.items()}
+        absent = sorted({p.name for p in files.values() if not p.is_file()})
+        if absent:
+            raise CheckpointError(f"{model_dir} lacks shard file(s) named in its index: {', '.join(absent)}")
+        return files
+    single = model_dir / SINGLE_FILE
+    if not single.is_file():
+        raise CheckpointError(f"{model_dir} has neither {INDEX_FILE} nor {SINGLE_FILE}")
+    with _open_safetensors(single) as f:
+        return {name: single for name in f.keys()}
+
+
+def _open_safetensors(path: Path, device: str = "cpu"):
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="pt", device=device)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+
+def load_llada(model_dir: Path, device: torch.device | str | None = None,
+               dtype: torch.dtype | None = None) -> LLaDA:
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    cfg = read_config(model_dir)
+    with torch.device("meta"):
+        model = LLaDA(cfg)
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    files = shard_files(model_dir)
+
+    missing = sorted(set(expected) - set(files))
+    unexpected = sorted(set(files) - set(expected))
+    if missing or unexpected:
+        lines = [f"Checkpoint {model_dir} does not match the LLaDA config it ships:"]
+        if missing:
+            lines.append(f"  missing {len(missing)} tensor(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            lines.append(f"  unexpected {len(unexpected)} tensor(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        raise CheckpointError("\n".join(lines))
+
+    state: dict[str, torch.Tensor] = {}
+    by_file: dict[Path, list[str]] = {}
+    for name, path in files.items():
+        by_file.setdefault(path, []).append(name)
+    # safetensors reads straight onto the GPU; CPU tensors are cast as they arrive.
+    load_device = str(device) if device.type == "cuda" else "cpu"
+    for path, names in sorted(by_file.items()):
+        with _open_safetensors(path, load_device) as f:
+            for name in names:
+                shape = tuple(f.get_slice(name).get_shape())
+                if shape != expected[name]:
+                    raise CheckpointError(
+                        f"Checkpoint tensor {name} in {path.name} has shape {shape}, the config needs {expected[name]}"
+                    )
+                try:
+                    state[name] = f.get_tensor(name).to(device=device, dtype=dtype)
+                except Exception as exc:
+                    raise CheckpointError(f"Could not read {name} from {path}: {exc}") from exc
+    model.load_state_dict(state, assign=True)
+    return model.eval()
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # AutoTokenizer peeks at config.json, whose model_type transformers does not know; that is expected.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"Could not load the tokenizer from {model_dir}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def save_llada(model: LLaDA, out_dir: Path, max_shard_bytes: int | None = None, extra_config: dict | None = None) -> None:
+    """Write config.json and safetensors shards (with an index when sharded), as on the hub."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "llada", "architectures": ["LLaDAModelLM"], **model.cfg.to_dict(), **(extra_config or {})}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if max_shard_bytes is None:
+        save_file(state, str(out_dir / SINGLE_FILE), metadata={"format": "pt"})
+        return
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(out_dir / fname), metadata={"format": "pt"})
+        weight_map.update({name: fname for name in shard})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2))

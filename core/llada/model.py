@@ -1,0 +1,181 @@
+"""LLaDA: a Llama-shaped transformer without a causal mask, in one file.
+
+Parameter names follow the hub checkpoints (``model.transformer.blocks.{i}.q_proj.weight``...),
+so a checkpoint's state dict loads with no renaming. Numerics follow the reference code:
+RMSNorm in fp32, cast back, then times the weight; RoPE in fp32 with the half-split
+rotation; SwiGLU with SiLU on ``ff_proj`` and a linear ``up_proj``; no biases.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class LLaDAConfig:
+    d_model: int = 4096
+    n_heads: int = 32
+    n_kv_heads: int = 32
+    n_layers: int = 32
+    mlp_hidden_size: int = 12288
+    vocab_size: int = 126464
+    embedding_size: int = 126464
+    max_sequence_length: int = 4096
+    rope_theta: float = 500000.0
+    rms_norm_eps: float = 1e-5
+    weight_tying: bool = False
+    mask_token_id: int = 126336
+    eos_token_id: int = 126081
+    pad_token_id: int = 126081
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "LLaDAConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known and v is not None}
+        if raw.get("n_kv_heads") is None:
+            values["n_kv_heads"] = values.get("n_heads", cls.n_heads)
+        if raw.get("embedding_size") is None:
+            values["embedding_size"] = values.get("vocab_size", cls.vocab_size)
+        return cls(**values)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float):
+    """cos/sin of shape (B, 1, T, head_dim) in fp32 for integer positions (B, T)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.float()[..., None] * inv_freq
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x32 = x.float()
+    return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LLaDAConfig):
+        super().__init__()
+        self.cfg = cfg
+        kv_dim = cfg.n_kv_heads * cfg.head_dim
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, kv_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, kv_dim, bias=False)
+        self.attn_out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.ff_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
+        self.ff_proj = nn.Linear(cfg.d_model, cfg.mlp_hidden_size, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.mlp_hidden_size, bias=False)
+        self.ff_out = nn.Linear(cfg.mlp_hidden_size, cfg.d_model, bias=False)
+
+    def attention(self, x, cos, sin, key_mask):
+        B, T, _ = x.shape
+        hd, nh, nkv = self.cfg.head_dim, self.cfg.n_heads, self.cfg.n_kv_heads
+        q = self.q_proj(x).view(B, T, nh, hd).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, nkv, hd).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, nkv, hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if nkv != nh:
+            k = k.repeat_interleave(nh // nkv, dim=1)
+            v = v.repeat_interleave(nh // nkv, dim=1)
+        # Bidirectional: no causal mask, only padded keys are hidden.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=False)
+        return self.attn_out(y.transpose(1, 2).reshape(B, T, -1))
+
+    def forward(self, x, cos, sin, key_mask):
+        x = x + self.attention(self.attn_norm(x), cos, sin, key_mask)
+        h = self.ff_norm(x)
+        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+
+
+class LLaDA(nn.Module):
+    def __init__(self, cfg: LLaDAConfig):
+        super().__init__()
+        self.cfg = cfg
+        transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.embedding_size, cfg.d_model),
+            blocks=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers)),
+            ln_f=RMSNorm(cfg.d_model, cfg.rms_norm_eps),
+        ))
+        if not cfg.weight_tying:
+            transformer["ff_out"] = nn.Linear(cfg.d_model, cfg.embedding_size, bias=False)
+        self.model = nn.Module()
+        self.model.transformer = transformer
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.transformer.wte.weight.device
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final normalised hidden states (B, T, d_model).
+
+        ``attention_mask`` (B, T) marks real tokens with 1 and left padding with 0; positions
+        count from each row's first real token, so a padded row computes what it would alone.
+        """
+        t = self.model.transformer
+        B, T = input_ids.shape
+        if attention_mask is None:
+            positions = torch.arange(T, device=input_ids.device).expand(B, T)
+            key_mask = None
+        else:
+            real = attention_mask.bool()
+            positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+            key_mask = real[:, None, None, :]
+        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        x = t.wte(input_ids)
+        for block in t.blocks:
+            x = block(x, cos, sin, key_mask)
+        return t.ln_f(x)
+
+    def lm_head(self, h: torch.Tensor) -> torch.Tensor:
+        t = self.model.transformer
+        weight = t.wte.weight if self.cfg.weight_tying else t.ff_out.weight
+        return F.linear(h, weight)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, embedding_size) for every position."""
+        return self.lm_head(self.hidden_states(input_ids, attention_mask))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def init_weights(model: LLaDA, seed: int, std: float = 0.02) -> None:
+    """Seeded normal init for models built without a checkpoint (tests, demo, benchmarks)."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
+            nn.init.ones_(p)
+        else:
+            with torch.no_grad():
+                residual_out = ".blocks." in name and name.endswith(("attn_out.weight", "ff_out.weight"))
+                scale = std / math.sqrt(2 * model.cfg.n_layers) if residual_out else std
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)

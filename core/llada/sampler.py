@@ -1,0 +1,168 @@
+"""LLaDA's reference sampler: semi-autoregressive blocks of iterative unmasking.
+
+The answer starts as ``gen_length`` mask tokens, split into blocks of ``block_length``. Each
+block gets ``steps / num_blocks`` steps; each step runs one full forward pass, proposes a token
+for every position (argmax, or Gumbel-max in float64 when temperature > 0), scores each proposal
+(softmax probability for ``low_confidence``, uniform noise for ``random``), and commits the
+``k`` most confident proposals among the current block's masked positions, ``k`` from an even
+split of the block's masks over its steps. This is the algorithm of the authors'
+``generate()``; faster modes live beside it, never inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+REMASKING = ("low_confidence", "random")
+
+# Proposals of EOS/EOT under ``confidence_eos_eot_inf`` rank below every real confidence
+# (softmax probabilities and uniform noise are >= 0) yet above the -inf of positions that
+# may not be committed, so they are committed last but never in place of a masked slot.
+LAST_CONFIDENCE = -1.0
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    gen_length: int = 128
+    steps: int = 128
+    block_length: int = 32
+    temperature: float = 0.0
+    cfg_scale: float = 0.0
+    remasking: str = "low_confidence"
+    logits_eos_inf: bool = False
+    confidence_eos_eot_inf: bool = False
+
+    def problems(self) -> list[str]:
+        """What is wrong with these parameters, in words; empty when they are usable."""
+        out = []
+        for name in ("gen_length", "steps", "block_length"):
+            if int(getattr(self, name)) < 1:
+                out.append(f"{name} must be at least 1")
+        if out:
+            return out
+        if self.gen_length % self.block_length:
+            out.append(f"gen_length {self.gen_length} is not a multiple of block_length {self.block_length}")
+        else:
+            num_blocks = self.gen_length // self.block_length
+            if self.steps % num_blocks:
+                out.append(f"steps {self.steps} is not a multiple of the number of blocks {num_blocks}")
+        if self.steps > self.gen_length:
+            out.append(f"steps {self.steps} exceed gen_length {self.gen_length}")
+        if self.remasking not in REMASKING:
+            out.append(f"remasking must be one of {', '.join(REMASKING)}")
+        if self.temperature < 0:
+            out.append("temperature must be >= 0")
+        if self.cfg_scale < 0:
+            out.append("cfg_scale must be >= 0")
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, tuple[str, SamplerParams]] = {
+    "demo": ("LLaDA demo", SamplerParams(gen_length=128, steps=128, block_length=32)),
+    "gsm8k": ("GSM8K, authors", SamplerParams(gen_length=256, steps=256, block_length=8)),
+    "pure": ("pure diffusion", SamplerParams(gen_length=512, steps=512, block_length=512, confidence_eos_eot_inf=True)),
+}
+
+
+def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Gumbel-max in float64: argmax of the result samples softmax(logits / temperature).
+
+    Low precision here is known to hurt generation quality (arXiv:2409.02908), hence float64.
+    At temperature 0 the argmax of the logits themselves is the answer.
+    """
+    if temperature == 0:
+        return logits
+    logits = logits.to(torch.float64)
+    noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    gumbel_noise = (-torch.log(noise)) ** temperature
+    return logits.exp() / gumbel_noise
+
+
+def get_num_transfer_tokens(block_mask_index: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, steps): masks to commit at each step, an even split with the first ``rem`` steps one more."""
+    mask_num = block_mask_index.sum(dim=1, keepdim=True)
+    base, remainder = mask_num // steps, mask_num % steps
+    step = torch.arange(steps, device=block_mask_index.device)
+    return base + (step[None, :] < remainder).long()
+
+
+def forward_logits(model, x, attention_mask, prompt_index, cfg_scale, mask_id) -> torch.Tensor:
+    if cfg_scale == 0:
+        return model(x, attention_mask=attention_mask)
+    # Unconditional pass: the same canvas with the prompt replaced by masks.
+    un_x = x.clone()
+    un_x[prompt_index] = mask_id
+    both = model(torch.cat([x, un_x]), attention_mask=None if attention_mask is None else attention_mask.repeat(2, 1))
+    logits, un_logits = both.chunk(2, dim=0)
+    return un_logits + (cfg_scale + 1) * (logits - un_logits)
+
+
+@torch.no_grad()
+def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             steps: int = 128, gen_length: int = 128, block_length: int = 128, temperature: float = 0.0,
+             cfg_scale: float = 0.0, remasking: str = "low_confidence", mask_id: int = 126336,
+             eos_id: int = 126081, eot_id: int = 126348, logits_eos_inf: bool = False,
+             confidence_eos_eot_inf: bool = False, generator: torch.Generator | None = None,
+             on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Returns the canvas (B, prompt_len + gen_length): the prompt, then the answer.
+
+    ``prompt`` is left-padded (with EOS) where rows differ in length, and ``attention_mask``
+    marks its real tokens with 1. ``on_step(done, total, x)`` is called after every step.
+    """
+    B, P = prompt.shape
+    device = prompt.device
+    x = torch.full((B, P + gen_length), mask_id, dtype=torch.long, device=device)
+    x[:, :P] = prompt
+    prompt_index = torch.zeros_like(x, dtype=torch.bool)
+    prompt_index[:, :P] = True if attention_mask is None else attention_mask.bool()
+    if attention_mask is not None:
+        attention_mask = torch.cat([attention_mask, torch.ones(B, gen_length, dtype=attention_mask.dtype, device=device)], dim=1)
+
+    assert gen_length % block_length == 0
+    num_blocks = gen_length // block_length
+    assert steps % num_blocks == 0
+    steps = steps // num_blocks
+
+    for num_block in range(num_blocks):
+        block_end = P + (num_block + 1) * block_length
+        block_mask_index = x[:, block_end - block_length:block_end] == mask_id
+        num_transfer_tokens = get_num_transfer_tokens(block_mask_index, steps)
+        for i in range(steps):
+            mask_index = x == mask_id
+            mask_index[:, :P] = False  # a mask token typed into the prompt is text, not a slot
+            logits = forward_logits(model, x, attention_mask, prompt_index, cfg_scale, mask_id)
+            if logits_eos_inf:
+                logits[:, :, eos_id] = -torch.inf
+
+            logits_with_noise = add_gumbel_noise(logits, temperature, generator)
+            x0 = torch.argmax(logits_with_noise, dim=-1)
+
+            if remasking == "low_confidence":
+                p = F.softmax(logits.to(torch.float64), dim=-1)
+                x0_p = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
+            elif remasking == "random":
+                x0_p = torch.rand(x0.shape, dtype=torch.float64, device=device, generator=generator)
+            else:
+                raise NotImplementedError(remasking)
+            if confidence_eos_eot_inf:
+                x0_p = torch.where((x0 == eos_id) | (x0 == eot_id), LAST_CONFIDENCE, x0_p)
+            x0_p[:, block_end:] = -torch.inf
+
+            x0 = torch.where(mask_index, x0, x)
+            confidence = torch.where(mask_index, x0_p, -torch.inf)
+
+            transfer_index = torch.zeros_like(x0, dtype=torch.bool)
+            for j in range(B):
+                _, select_index = torch.topk(confidence[j], k=int(num_transfer_tokens[j, i]))
+                transfer_index[j, select_index] = True
+            x[transfer_index] = x0[transfer_index]
+            if on_step is not None:
+                on_step(num_block * steps + i + 1, num_blocks * steps, x)
+    return x

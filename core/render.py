@@ -1,0 +1,102 @@
+"""HTML for prompts and outputs. Every piece of prompt or model text is escaped here.
+
+Pages show these through ``st.html``; markdown is never used for such text (``$`` pairs in
+GSM8K would turn into LaTeX, and any tag would be live).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from html import escape
+
+STYLE = """<style>
+.cl-text{white-space:pre-wrap;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.9rem;
+  line-height:1.5;border:1px solid #ddd;border-radius:6px;padding:0.6rem;max-height:28rem;overflow:auto}
+.cl-drop{background:#ffd7d5;color:#8a1c14;text-decoration:line-through}
+.cl-ins{background:#d3f5d9;color:#135c22}
+.cl-del{background:#ffd7d5;color:#8a1c14;text-decoration:line-through}
+.cl-unaligned{border-bottom:1px dotted #999}
+</style>"""
+
+
+def text_html(text: str) -> str:
+    return f'{STYLE}<div class="cl-text">{escape(text)}</div>'
+
+
+def marked_prompt_html(original: str, words: list[dict]) -> str:
+    """The original prompt with the compressor's dropped words struck through, from its own labels."""
+    pieces, cursor = [], 0
+    unaligned = []
+    for word in words:
+        start, end = word.get("start"), word.get("end")
+        if start is None or end is None or start < cursor:
+            if not word["kept"]:
+                unaligned.append(word["text"])
+            continue
+        pieces.append(escape(original[cursor:start]))
+        chunk = escape(original[start:end])
+        pieces.append(chunk if word["kept"] else f'<span class="cl-drop" title="dropped">{chunk}</span>')
+        cursor = end
+    pieces.append(escape(original[cursor:]))
+    note = ""
+    if unaligned:
+        note = ('<div class="cl-unaligned">Dropped words not found verbatim in the prompt: '
+                + escape(" ".join(unaligned)) + "</div>")
+    return f'{STYLE}<div class="cl-text">{"".join(pieces)}</div>{note}'
+
+
+def word_diff(a: str, b: str) -> list[tuple[str, str]]:
+    """(op, text) pieces turning ``a`` into ``b`` word by word: op is 'same', 'del' or 'ins'."""
+    a_words, b_words = re.findall(r"\S+", a), re.findall(r"\S+", b)
+    pieces = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a_words, b_words, autojunk=False).get_opcodes():
+        if op == "equal":
+            pieces.append(("same", " ".join(a_words[i1:i2])))
+            continue
+        if i2 > i1:
+            pieces.append(("del", " ".join(a_words[i1:i2])))
+        if j2 > j1:
+            pieces.append(("ins", " ".join(b_words[j1:j2])))
+    return pieces
+
+
+def diff_stats(pieces: list[tuple[str, str]]) -> dict[str, int]:
+    counts = {"same": 0, "del": 0, "ins": 0}
+    for op, text in pieces:
+        counts[op] += len(text.split())
+    return counts
+
+
+def diff_html(a: str, b: str) -> str:
+    spans = []
+    for op, text in word_diff(a, b):
+        if op == "same":
+            spans.append(escape(text))
+        else:
+            title = "only in the output on the original prompt" if op == "del" else "only in the output on the compressed prompt"
+            spans.append(f'<span class="cl-{op}" title="{title}">{escape(text)}</span>')
+    return f'{STYLE}<div class="cl-text">{" ".join(spans)}</div>'
+
+
+def metrics_rows(view: dict) -> list[dict]:
+    """Long-form rows (metric, comparison, value) of a run view, for tables and charts."""
+    labels = {
+        ("compressed", "original_output"): "compressed output vs original output",
+        ("original", "gold"): "original output vs gold answer",
+        ("compressed", "gold"): "compressed output vs gold answer",
+        ("original", "reference_summary"): "original output vs reference summary",
+        ("compressed", "reference_summary"): "compressed output vs reference summary",
+    }
+    from core.metrics import METRIC_LABELS
+
+    rows = []
+    for condition, tables in view["metrics"].items():
+        for reference, values in tables.items():
+            for name, value in values.items():
+                rows.append({"metric": METRIC_LABELS.get(name, name), "key": name,
+                             "comparison": labels.get((condition, reference), f"{condition} vs {reference}"),
+                             "value": value})
+    order = list(METRIC_LABELS)
+    rows.sort(key=lambda r: (r["comparison"], order.index(r["key"]) if r["key"] in order else len(order)))
+    return rows

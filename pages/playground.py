@@ -1,0 +1,124 @@
+"""Playground: one prompt, compressed, run on the model, compared side by side."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import compressors, datasets, metrics
+from core.errors import UserError
+from core.llada.sampler import PRESETS, REMASKING
+from core.service import CompareRequest, default_model
+from core.worker import job_state, submit_compare
+from pages.shared import db_url, get_worker, load_view, show_run
+
+st.title("Playground")
+st.caption("Compress one prompt, run the model on the original and the compressed prompt, and compare.")
+get_worker()
+
+state = st.session_state
+state.setdefault("prompt", "")
+state.setdefault("sample", None)
+
+with st.expander("Sample a prompt", expanded=not state["prompt"]):
+    cols = st.columns([3, 1, 1])
+    source = cols[0].selectbox("Source", list(datasets.SOURCES), format_func=lambda k: datasets.SOURCES[k][0])
+    sample_seed = cols[1].number_input("Sample seed", min_value=0, value=0, step=1)
+    if cols[2].button("Sample", width="stretch"):
+        try:
+            sample = datasets.sample_one(source, int(sample_seed))
+        except UserError as exc:
+            st.error(str(exc))
+        else:
+            state["prompt"] = sample.prompt
+            state["sample"] = sample.to_dict()
+
+prompt = st.text_area("Prompt", key="prompt", height=180, placeholder="Paste a prompt, or sample one above.")
+sample = state["sample"] if state["sample"] and state["sample"]["prompt"] == prompt else None
+if sample:
+    st.caption(f"From {sample['source']} ({sample['source_id']}), task {sample['task']}"
+               + (f", gold answer {datasets.Sample(**sample).gold_answer}" if sample["gold_solution"] else ""))
+
+cols = st.columns(3)
+compressor = cols[0].selectbox("Compressor", list(compressors.REGISTRY),
+                               format_func=lambda k: compressors.REGISTRY[k].label)
+ratio = cols[1].number_input("Compression ratio (original / compressed tokens)", value=2.0, step=0.1, format="%.2f")
+seed = cols[2].number_input("Seed", value=0, step=1)
+
+compressor_params: dict = {}
+with st.expander("Compressor options", expanded=compressor == "llmlingua2"):
+    if compressor == "llmlingua2":
+        compressor_params["model"] = st.text_input("LLMLingua-2 checkpoint (hub id or directory)",
+                                                   value=compressors.LLMLINGUA2_DEFAULT)
+        compressor_params["force_reserve_digit"] = st.checkbox(
+            "Keep every word with a digit (force_reserve_digit, as the authors do for math)", value=False)
+        forced = st.text_input("Force tokens (comma separated; \\n keeps line breaks)", value="\\n")
+        compressor_params["force_tokens"] = [t.strip().replace("\\n", "\n") for t in forced.split(",") if t.strip()]
+        compressor_params["calibrate"] = st.checkbox("Calibrate the rate to hit the ratio in the model's tokens",
+                                                     value=True)
+    elif compressor == "random":
+        compressor_params["seed"] = int(st.number_input("Drop seed", value=0, step=1))
+    else:
+        st.caption("No options.")
+
+cols = st.columns(3)
+model = cols[0].text_input("Model (LLaDA directory or hub id)", value=default_model())
+preset_keys = list(PRESETS) + ["custom"]
+preset = cols[1].selectbox("Sampler preset", preset_keys,
+                           format_func=lambda k: PRESETS[k][0] if k in PRESETS else "custom")
+backbones = list(metrics.bertscore_backbones())
+backbone = cols[2].selectbox("BERTScore backbone", backbones, index=backbones.index(metrics.default_backbone()))
+
+sampler = None
+base = PRESETS[preset][1] if preset in PRESETS else PRESETS["demo"][1]
+with st.expander("Sampler parameters", expanded=preset == "custom"):
+    disabled = preset != "custom"
+    c = st.columns(4)
+    gen_length = c[0].number_input("gen_length", value=base.gen_length, step=8, disabled=disabled)
+    steps = c[1].number_input("steps", value=base.steps, step=8, disabled=disabled)
+    block_length = c[2].number_input("block_length", value=base.block_length, step=8, disabled=disabled)
+    temperature = c[3].number_input("temperature", value=base.temperature, step=0.1, disabled=disabled)
+    c = st.columns(4)
+    cfg_scale = c[0].number_input("cfg_scale", value=base.cfg_scale, step=0.5, disabled=disabled)
+    remasking = c[1].selectbox("remasking", REMASKING, index=REMASKING.index(base.remasking), disabled=disabled)
+    logits_eos_inf = c[2].checkbox("logits_eos_inf", value=base.logits_eos_inf, disabled=disabled)
+    confidence_eos_eot_inf = c[3].checkbox("confidence_eos_eot_inf", value=base.confidence_eos_eot_inf,
+                                           disabled=disabled)
+    if preset == "custom":
+        sampler = dict(gen_length=int(gen_length), steps=int(steps), block_length=int(block_length),
+                       temperature=float(temperature), cfg_scale=float(cfg_scale), remasking=remasking,
+                       logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf)
+
+if st.button("Run", type="primary"):
+    request = CompareRequest(
+        prompt=prompt, compressor=compressor, ratio=ratio, compressor_params=compressor_params, model=model.strip(),
+        preset=preset, sampler=sampler, seed=int(seed), bertscore_backbone=backbone,
+        task=sample["task"] if sample else "custom", source=sample["source"] if sample else "pasted",
+        source_id=sample["source_id"] if sample else None,
+        gold_solution=sample["gold_solution"] if sample else None, reference=sample["reference"] if sample else None,
+    )
+    try:
+        state["job_id"] = submit_compare(db_url(), request)
+    except UserError as exc:
+        st.error(str(exc))
+
+
+@st.fragment(run_every=1.0)
+def job_panel() -> None:
+    job_id = state.get("job_id")
+    if job_id is None:
+        return
+    job = job_state(db_url(), job_id)
+    if job is None:
+        return
+    if job["status"] in ("queued", "running"):
+        st.progress(min(max(job["progress"], 0.0), 1.0), text=job["message"] or job["status"])
+    elif job["status"] == "failed":
+        st.error(job["error"] or "The run failed.")
+    elif job["status"] == "done":
+        view = load_view(job["run_id"])
+        if view is not None:
+            st.success(f"Run #{view['run_id']} saved.")
+            show_run(view)
+
+
+job_panel()

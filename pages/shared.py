@@ -1,0 +1,98 @@
+"""What every page shares: the database URL, the worker, and the side-by-side view of a run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core import paths, render
+from core.worker import Worker
+from db.queries import run_view
+from db.session import session_scope
+
+
+def db_url() -> str:
+    return paths.db_url()
+
+
+@st.cache_resource(show_spinner=False)
+def _worker_for(url: str) -> Worker:
+    return Worker(url).start()
+
+
+def get_worker() -> Worker:
+    """One worker per server process and database; it survives reruns, reloads and closed tabs."""
+    worker = _worker_for(db_url())
+    return worker.start()
+
+
+def load_view(run_id: int) -> dict | None:
+    with session_scope(db_url()) as session:
+        try:
+            return run_view(session, run_id)
+        except KeyError:
+            return None
+
+
+def show_run(view: dict) -> None:
+    model = view["model"]
+    for note in model["notes"]:
+        st.warning(note, icon="⚠️")
+    st.caption(
+        f"Run #{view['run_id']} · {view['created_at']} · model {model['id']} ({model['parameters']:,} parameters, "
+        f"{model['device']}, {model['dtype']}) · preset {view['preset']} · seed {view['seed']}"
+    )
+    ratio = st.columns(4)
+    ratio[0].metric("Ratio asked", f"{view['ratio_requested']:g}x")
+    ratio[1].metric("Ratio achieved", f"{view['ratio_achieved']:.2f}x")
+    ratio[2].metric("Prompt tokens (model)", f"{view['prompt_tokens']['original']} → {view['prompt_tokens']['compressed']}")
+    gpt = view["prompt_tokens_cl100k"]
+    ratio[3].metric("Prompt tokens (GPT-4 cl100k)",
+                    f"{gpt['original']} → {gpt['compressed']}" if gpt["original"] is not None else "n/a")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Original prompt")
+        st.caption("Words the compressor dropped are struck through.")
+        st.html(render.marked_prompt_html(view["original_prompt"], view["words"]))
+    with right:
+        st.subheader(f"Compressed prompt ({view['compressor']})")
+        st.caption(", ".join(f"{k}={v}" for k, v in view["compressor_params"].items()) or "no parameters")
+        st.html(render.text_html(view["compressed_prompt"]))
+
+    left, right = st.columns(2)
+    for column, name, title in ((left, "original", "Output on the original prompt"),
+                                (right, "compressed", "Output on the compressed prompt")):
+        with column:
+            st.subheader(title)
+            answer = view["extracted_answers"][name]
+            gold = view["gold_answer"]
+            if view["task"] == "math":
+                verdict = ""
+                if gold is not None:
+                    verdict = " ✅ correct" if answer == gold else f" ❌ wrong (gold {gold})"
+                st.text(f"Extracted answer: {answer if answer is not None else '(none)'}{verdict}")
+            st.html(render.text_html(view[f"{name}_output"]))
+
+    st.subheader("Word-level diff of the outputs")
+    pieces = render.word_diff(view["original_output"], view["compressed_output"])
+    stats = render.diff_stats(pieces)
+    st.caption(f"{stats['same']} words shared · {stats['del']} only in the original-prompt output (red) · "
+               f"{stats['ins']} only in the compressed-prompt output (green)")
+    st.html(render.diff_html(view["original_output"], view["compressed_output"]))
+
+    st.subheader("Metrics")
+    rows = render.metrics_rows(view)
+    if not rows:
+        st.info("No metrics stored for this run.")
+        return
+    frame = pd.DataFrame(rows)
+    table = frame.pivot(index="metric", columns="comparison", values="value")
+    st.dataframe(table, width="stretch")
+    st.caption(f"BERTScore backbone: {view['bertscore_backbone']}. BLEU is sacrebleu's sentence BLEU (0-100); "
+               "ROUGE is F-measure with stemming; exact match compares extracted final answers.")
+    chart = frame.assign(value=[v / 100 if k == "bleu" else v for k, v in zip(frame["key"], frame["value"])])
+    figure = px.bar(chart, x="metric", y="value", color="comparison", barmode="group",
+                    labels={"value": "score (BLEU / 100)"}, range_y=[0, 1.05])
+    st.plotly_chart(figure, width="stretch")

@@ -1,0 +1,147 @@
+import time
+from html import escape
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.compressors import REGISTRY
+from core.worker import job_state
+from db.models import Job
+from db.queries import run_count
+from db.session import session_scope
+
+PAGES = Path(__file__).resolve().parents[1] / "pages"
+APP = Path(__file__).resolve().parents[1] / "app.py"
+HOSTILE = "<script>alert('x')</script><b>Tom</b> has $3 and $5. How many dollars does Tom have?"
+
+
+@pytest.fixture
+def page_env(tiny_checkpoint, db_url, monkeypatch):
+    monkeypatch.setenv("COMPRESSLENS_MODEL", str(tiny_checkpoint))
+    return db_url
+
+
+def counts(url):
+    with session_scope(url) as session:
+        return run_count(session), session.query(Job).count()
+
+
+def wait_for_job(url, job_id, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = job_state(url, job_id)
+        if state["status"] in ("done", "failed"):
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish: {state}")
+
+
+def html_bodies(at):
+    return [element.proto.body for element in at.get("html")]
+
+
+def playground(prompt, compressor="random", ratio=None):
+    at = AppTest.from_file(str(PAGES / "playground.py"), default_timeout=120)
+    at.run()
+    at.text_area(key="prompt").input(prompt)
+    at.selectbox[1].select_index(list(REGISTRY).index(compressor))
+    if ratio is not None:
+        at.number_input[1].set_value(ratio)
+    at.run()
+    next(b for b in at.button if b.label == "Run").click()
+    at.run()
+    return at
+
+
+def test_playground_run_end_to_end(page_env):
+    assert counts(page_env) == (0, 0)
+    at = playground(HOSTILE)
+    assert not at.exception and not at.error
+    state = wait_for_job(page_env, at.session_state["job_id"])
+    assert state["status"] == "done", state
+    at.run()
+    assert not at.exception
+    assert counts(page_env) == (1, 1)
+
+    from pages.shared import load_view
+
+    view = load_view(state["run_id"])
+    bodies = html_bodies(at)
+    everything = "\n".join(bodies)
+    # Both prompts and both outputs are on the page, escaped; no live tag from the prompt.
+    assert "<script>alert" not in everything and "<b>Tom</b>" not in everything
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in everything
+
+    for text in (view["original_output"], view["compressed_output"], view["compressed_prompt"]):
+        assert escape(text) in everything
+    assert any('class="cl-drop"' in b for b in bodies)  # dropped prompt words marked
+    assert any(('class="cl-ins"' in b or 'class="cl-del"' in b) or view["original_output"] == view["compressed_output"]
+               for b in bodies)
+    assert [s.value for s in at.subheader][:4] == ["Original prompt", "Compressed prompt (random)",
+                                                   "Output on the original prompt", "Output on the compressed prompt"]
+    assert "Word-level diff of the outputs" in [s.value for s in at.subheader]
+    table = at.dataframe[0].value
+    assert "BLEU" in table.index and "BERTScore R" in table.index
+    assert table.loc["ROUGE-L", "compressed output vs original output"] == pytest.approx(
+        view["metrics"]["compressed"]["original_output"]["rougeL"])
+    assert at.success[0].value == f"Run #{view['run_id']} saved."
+
+
+def test_playground_rejects_bad_input_without_storing(page_env, monkeypatch):
+    at = playground("   ")
+    assert at.error[0].value == "The prompt is empty: paste a prompt or sample one."
+    at = playground("Count the apples.", ratio=0.5)
+    assert "ratio must be in (1, 20]" in at.error[0].value
+    assert counts(page_env) == (0, 0)
+
+    monkeypatch.setenv("COMPRESSLENS_MODEL", "/nowhere/llada")
+    at = playground("Count the apples.")
+    state = wait_for_job(page_env, at.session_state["job_id"])
+    at.run()
+    assert state["status"] == "failed" and at.error[0].value == "Model directory not found: /nowhere/llada"
+    assert counts(page_env) == (0, 1)
+
+
+def test_sampling_a_gsm8k_prompt_carries_its_gold_answer(page_env, gsm8k_questions):
+    at = AppTest.from_file(str(PAGES / "playground.py"), default_timeout=60)
+    at.run()
+    at.selectbox[0].select_index(1)  # GSM8K
+    at.number_input[0].set_value(4)
+    next(b for b in at.button if b.label == "Sample").click()
+    at.run()
+    prompt = at.text_area(key="prompt").value
+    match = next(q for q in gsm8k_questions if q["question"] == prompt)
+    gold = match["answer"].split("####")[-1].strip().replace(",", "")
+    assert any(f"gold answer {gold}" in c.value for c in at.caption)
+
+
+def test_history_lists_and_reopens_runs(page_env):
+    at = AppTest.from_file(str(PAGES / "history.py"), default_timeout=60)
+    at.run()
+    assert at.info[0].value.startswith("No stored runs yet")
+
+    run = playground("A shop sells 4 pens for $2. How much do 10 pens cost?")
+    assert wait_for_job(page_env, run.session_state["job_id"])["status"] == "done"
+
+    at = AppTest.from_file(str(PAGES / "history.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert list(at.dataframe[0].value.index) == [1]
+    assert at.selectbox[-1].value == 1
+    assert "Output on the compressed prompt" in [s.value for s in at.subheader]
+    from pages.shared import load_view
+
+    view = load_view(1)
+    assert view["original_prompt"] == "A shop sells 4 pens for $2. How much do 10 pens cost?"
+    assert any(view["compressed_prompt"] in b for b in html_bodies(at))
+    assert any(escape(view["compressed_output"]) in b for b in html_bodies(at))
+
+
+def test_app_shell_shows_device_database_and_pages(page_env):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert "CPU only" in sidebar and page_env in sidebar and "schema v1" in sidebar
+    assert at.title[0].value == "Playground"
