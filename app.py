@@ -14,7 +14,7 @@ from db.queries import run_count
 from db.session import schema_version, session_scope
 from pages.shared import db_url, get_worker
 
-st.set_page_config(page_title="CompressLens", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="CompressLens", page_icon=":material/compress:", layout="wide")
 
 worker = get_worker()
 with st.sidebar:
@@ -29,7 +29,7 @@ with st.sidebar:
                              if worker.alive else "stopped"))
 
 page = st.navigation([
-    st.Page("pages/playground.py", title="Playground", icon="🧪", default=True),
-    st.Page("pages/history.py", title="History", icon="🗂️"),
+    st.Page("pages/playground.py", title="Playground", icon=":material/science:", default=True),
+    st.Page("pages/history.py", title="History", icon=":material/history:"),
 ])
 page.run()

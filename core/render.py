@@ -11,7 +11,7 @@ import re
 from html import escape
 
 STYLE = """<style>
-.cl-text{white-space:pre-wrap;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.9rem;
+.cl-text{white-space:pre-wrap;overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.9rem;
   line-height:1.5;border:1px solid #ddd;border-radius:6px;padding:0.6rem;max-height:28rem;overflow:auto}
 .cl-drop{background:#ffd7d5;color:#8a1c14;text-decoration:line-through}
 .cl-ins{background:#d3f5d9;color:#135c22}

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import compressors, datasets, metrics
 from core.errors import UserError
+from core.llada.loader import available_locally
 from core.llada.sampler import PRESETS, REMASKING
 from core.service import CompareRequest, default_model
 from core.worker import job_state, submit_compare
@@ -38,8 +39,11 @@ if sample:
     st.caption(f"From {sample['source']} ({sample['source_id']}), task {sample['task']}"
                + (f", gold answer {datasets.Sample(**sample).gold_answer}" if sample["gold_solution"] else ""))
 
+names = list(compressors.REGISTRY)
+# Offline without its checkpoint LLMLingua-2 cannot run, so a first visit starts on a baseline that can.
+llmlingua2_here = available_locally(compressors.LLMLINGUA2_DEFAULT)
 cols = st.columns(3)
-compressor = cols[0].selectbox("Compressor", list(compressors.REGISTRY),
+compressor = cols[0].selectbox("Compressor", names, index=0 if llmlingua2_here else names.index("random"),
                                format_func=lambda k: compressors.REGISTRY[k].label)
 ratio = cols[1].number_input("Compression ratio (original / compressed tokens)", value=2.0, step=0.1, format="%.2f")
 seed = cols[2].number_input("Seed", value=0, step=1)
@@ -47,6 +51,9 @@ seed = cols[2].number_input("Seed", value=0, step=1)
 compressor_params: dict = {}
 with st.expander("Compressor options", expanded=compressor == "llmlingua2"):
     if compressor == "llmlingua2":
+        if not llmlingua2_here:
+            st.caption(f"{compressors.LLMLINGUA2_DEFAULT} is not on this machine: it is downloaded on first use "
+                       "when online; offline, give a local checkpoint directory.")
         compressor_params["model"] = st.text_input("LLMLingua-2 checkpoint (hub id or directory)",
                                                    value=compressors.LLMLINGUA2_DEFAULT)
         compressor_params["force_reserve_digit"] = st.checkbox(

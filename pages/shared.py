@@ -38,7 +38,7 @@ def load_view(run_id: int) -> dict | None:
 def show_run(view: dict) -> None:
     model = view["model"]
     for note in model["notes"]:
-        st.warning(note, icon="⚠️")
+        st.warning(note, icon=":material/warning:")
     st.caption(
         f"Run #{view['run_id']} · {view['created_at']} · model {model['id']} ({model['parameters']:,} parameters, "
         f"{model['device']}, {model['dtype']}) · preset {view['preset']} · seed {view['seed']}"
@@ -71,7 +71,7 @@ def show_run(view: dict) -> None:
             if view["task"] == "math":
                 verdict = ""
                 if gold is not None:
-                    verdict = " ✅ correct" if answer == gold else f" ❌ wrong (gold {gold})"
+                    verdict = " (correct)" if answer == gold else f" (wrong; gold {gold})"
                 st.text(f"Extracted answer: {answer if answer is not None else '(none)'}{verdict}")
             st.html(render.text_html(view[f"{name}_output"]))
 
@@ -89,7 +89,7 @@ def show_run(view: dict) -> None:
         return
     frame = pd.DataFrame(rows)
     table = frame.pivot(index="metric", columns="comparison", values="value")
-    st.dataframe(table, width="stretch")
+    st.dataframe(table.style.format("{:.4f}", na_rep="–"), width="stretch")
     st.caption(f"BERTScore backbone: {view['bertscore_backbone']}. BLEU is sacrebleu's sentence BLEU (0-100); "
                "ROUGE is F-measure with stemming; exact match compares extracted final answers.")
     chart = frame.assign(value=[v / 100 if k == "bleu" else v for k, v in zip(frame["key"], frame["value"])])

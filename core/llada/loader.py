@@ -67,6 +67,21 @@ def resolve_model_dir(name_or_path: str) -> Path:
         ) from exc
 
 
+def available_locally(name_or_path: str) -> bool:
+    """Whether a directory or hub id can be used without any download."""
+    if Path(name_or_path).expanduser().is_dir():
+        return True
+    if not looks_like_hub_id(name_or_path):
+        return False
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(name_or_path, allow_patterns=["*.json"], local_files_only=True)
+        return True
+    except Exception:
+        return False
+
+
 def read_config(model_dir: Path) -> LLaDAConfig:
     config_path = model_dir / "config.json"
     if not config_path.is_file():
