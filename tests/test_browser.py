@@ -1,0 +1,78 @@
+"""What only a browser shows: the dashboard served by `streamlit run`, driven in Debian's Chromium."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it as root)")
+
+HOSTILE = ('<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script> '
+           "Tom has $3 and Ann has $5. How many dollars do they have?")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(tiny_checkpoint, tmp_path):
+    port = free_port()
+    env = {**os.environ, "COMPRESSLENS_MODEL": str(tiny_checkpoint), "COMPRESSLENS_HOME": str(tmp_path),
+           "COMPRESSLENS_DB_URL": f"sqlite:///{tmp_path / 'browser.db'}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_run_renders_escaped_text_and_a_drawn_chart(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 3000})
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(dashboard)
+        page.get_by_label("Prompt", exact=True).fill(HOSTILE)
+        page.get_by_label("Prompt", exact=True).press("Control+Enter")
+        page.get_by_role("button", name="Run").click()
+        page.get_by_text("saved.").wait_for(timeout=180_000)
+        page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
+
+        assert page.evaluate("window.__pwned") is None and dialogs == []
+        # The markup is shown as the text it is, and "$3 ... $5" stays text instead of becoming LaTeX.
+        prompt_box = page.locator(".cl-text").first
+        assert "<script>window.__pwned=1</script>" in prompt_box.inner_text()
+        assert "$3" in prompt_box.inner_text() and "$5" in prompt_box.inner_text()
+        assert page.locator(".cl-text .katex").count() == 0
+        assert page.locator(".cl-drop").count() > 0
+        bars = page.locator(".js-plotly-plot .main-svg .bars path")
+        assert bars.count() >= 7  # BLEU, ROUGE-1/2/L, BERTScore P/R/F1 of the compressed output
+        browser.close()
