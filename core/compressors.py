@@ -12,7 +12,7 @@ import hashlib
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -45,7 +45,6 @@ class Compression:
     original_tokens_cl100k: int | None = None
     compressed_tokens_cl100k: int | None = None
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def achieved_ratio(self) -> float:
@@ -184,7 +183,7 @@ class LLMLingua2:
 
     def params(self) -> dict:
         return {"model": self.model, "force_tokens": self.force_tokens,
-                "force_reserve_digit": self.force_reserve_digit, "calibrate": self.calibrate}
+                "force_reserve_digit": self.force_reserve_digit, "drop_consecutive": True, "calibrate": self.calibrate}
 
     def load(self):
         if self._compressor is None:
@@ -233,13 +232,12 @@ class LLMLingua2:
             rate = (lo + hi) / 2
         _, rate, compressed, labelled = best
         oai = self.load().oai_tokenizer
-        compression = Compression(
+        return Compression(
             compressor=self.name, params={**self.params(), "rate": rate}, ratio_requested=ratio, original=text,
             compressed=compressed, words=align_words(text, labelled), original_tokens=original_tokens,
             compressed_tokens=count_tokens(compressed), original_tokens_cl100k=len(oai.encode(text)),
             compressed_tokens_cl100k=len(oai.encode(compressed)), seconds=time.perf_counter() - started,
         )
-        return compression
 
 
 def align_words(text: str, labelled: list[tuple[str, bool]]) -> list[Word]:

@@ -71,14 +71,13 @@ class BertScoreBackbone:
     label: str
     model_type: str
     num_layers: int | None
-    rescale: bool
 
 
 def bertscore_backbones() -> dict[str, BertScoreBackbone]:
-    options = {ROBERTA_LARGE: BertScoreBackbone(ROBERTA_LARGE, "roberta-large", None, False)}
+    options = {ROBERTA_LARGE: BertScoreBackbone(ROBERTA_LARGE, "roberta-large", None)}
     minilm = paths.minilm_dir()
     if minilm is not None:
-        options[MINILM] = BertScoreBackbone(MINILM, str(minilm), 6, False)
+        options[MINILM] = BertScoreBackbone(MINILM, str(minilm), 6)
     return options
 
 
@@ -110,8 +109,6 @@ def _bertscorer(label: str, device: str):
     kwargs = {"model_type": backbone.model_type, "device": device}
     if backbone.num_layers is not None:
         kwargs["num_layers"] = backbone.num_layers
-    if backbone.rescale:
-        kwargs.update(lang="en", rescale_with_baseline=True)
     try:
         return BERTScorer(**kwargs)
     except OSError as exc:

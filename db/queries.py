@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import Condition, Item, Job, Run
+from db.models import Condition, Item, Run
 
 
 def run_view(session: Session, run_id: int) -> dict:
@@ -89,7 +89,3 @@ def run_count(session: Session) -> int:
 
 def distinct_values(session: Session, column) -> list[str]:
     return sorted(v for v in session.scalars(select(column).distinct()) if v is not None)
-
-
-def latest_job(session: Session, job_id: int) -> Job | None:
-    return session.get(Job, job_id)

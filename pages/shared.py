@@ -22,9 +22,11 @@ def _worker_for(url: str) -> Worker:
 
 
 def get_worker() -> Worker:
-    """One worker per server process and database; it survives reruns, reloads and closed tabs."""
-    worker = _worker_for(db_url())
-    return worker.start()
+    """One worker per server process and database; it survives reruns, reloads and closed tabs.
+
+    ``start`` is a no-op while its thread lives and brings it back if it ever died.
+    """
+    return _worker_for(db_url()).start()
 
 
 def load_view(run_id: int) -> dict | None:
