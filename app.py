@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from core import paths
+from core import demo, paths
 from core.service import default_model
 from db.queries import run_count
 from db.session import schema_version, session_scope
@@ -21,7 +21,13 @@ with st.sidebar:
     st.markdown("### CompressLens")
     device = f"GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only (no GPU found)"
     st.caption(f"Device: {device}")
-    st.caption(f"Default model: {default_model()}")
+    model_id = default_model()
+    if demo.is_demo(model_id):
+        params = demo.parameter_count()
+        st.caption(f"Default model: {model_id}, the demo model ({params / 1e6:.1f}M parameters, "
+                   f"1 of {round(demo.FULL_SIZE_PARAMETERS / params):,} of LLaDA-8B's)")
+    else:
+        st.caption(f"Default model: {model_id}")
     with session_scope(db_url()) as session:
         stored = run_count(session)
     st.caption(f"Database: {paths.db_url()} (schema v{schema_version(db_url())}, {stored} runs)")

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--ratio", type=float, default=2.0, help="target ratio: original tokens / compressed tokens")
     cmp.add_argument("--compressor-option", action="append", default=[], metavar="KEY=VALUE",
                      help="compressor parameter, e.g. force_reserve_digit=true or model=PATH (repeatable)")
-    cmp.add_argument("--preset", default="demo", help=f"sampler preset: {', '.join(PRESETS)}, custom")
+    cmp.add_argument("--preset", help=f"sampler preset: {', '.join(PRESETS)}, custom (default: the model's own, "
+                                      "'small' for the demo model, else 'demo')")
     cmp.add_argument("--sampler-option", action="append", default=[], metavar="KEY=VALUE",
                      help="override a sampler parameter, e.g. gen_length=64 (repeatable)")
     cmp.add_argument("--seed", type=int, default=0)

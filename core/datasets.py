@@ -90,7 +90,16 @@ def _read_parquet(path: Path) -> list[dict]:
     return pd.read_parquet(path).to_dict("records")
 
 
+def generated_math() -> list[Sample]:
+    """The demo model's held-out problems: generated like its training set, no instance shared."""
+    from core import mathgen
+
+    return [Sample("mathgen", f"heldout-{i}", "math", p.question, p.solution)
+            for i, p in enumerate(mathgen.generate(500, "heldout", seed=0))]
+
+
 SOURCES = {
+    "mathgen": ("Generated math (the demo model's held-out problems)", generated_math),
     "builtin": ("Built-in samples", builtin_samples),
     "gsm8k": ("GSM8K (math)", gsm8k),
     "cnndm": ("CNN/DailyMail (summarization)", cnndm),

@@ -1,23 +1,22 @@
-"""Tiny LLaDA checkpoints built locally: the offline demo model and the models tests load.
+"""The demo model shipped in the repository, and tiny LLaDA checkpoints that tests build.
 
-They are written exactly as hub checkpoints are (config.json, safetensors shards with an index,
-tokenizer files) and loaded by the same loader as LLaDA-8B; only the configuration is small.
+Both are written exactly as hub checkpoints are (config.json, safetensors, tokenizer files) and
+loaded by the same loader as LLaDA-8B; only the configuration is small. The demo model is
+trained by scripts/train_demo_model.py on problems from core.mathgen.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from core import paths
 from core.llada.loader import save_llada
 from core.llada.model import LLaDA, LLaDAConfig, init_weights
 from core.llada.tokenizer import EOS, MASK, build_bpe_tokenizer
 
-DEMO_ID = "demo:random-llada"
-DEMO_VERSION = 1
+DEMO_ID = "compresslens/math-demo"
+DEMO_DIR = Path(__file__).resolve().parents[1] / "models" / "compresslens-math-demo"
+DEMO_PRESET = "small"
 FULL_SIZE_PARAMETERS = 8_020_000_000
-DEMO_NOTE = ("Demo model: a tiny LLaDA with random weights ({params:,} parameters, 1 of {ratio:,} of LLaDA-8B). "
-             "Its output is meaningless; set COMPRESSLENS_MODEL or pick LLaDA-8B on a GPU for real results.")
 
 
 def training_texts() -> list[str]:
@@ -51,25 +50,26 @@ def build_tiny_checkpoint(out_dir: Path, *, d_model: int = 64, n_layers: int = 2
 
 
 def is_demo(model_id: str) -> bool:
-    return model_id == DEMO_ID
-
-
-def demo_dir() -> Path:
-    return paths.home() / "models" / f"demo-random-llada-v{DEMO_VERSION}"
+    return model_id == DEMO_ID or Path(model_id).expanduser().resolve() == DEMO_DIR
 
 
 def resolve(model_id: str) -> str:
-    """The demo id becomes its local directory (built on first use); any other id passes through."""
-    if not is_demo(model_id):
-        return model_id
-    out = demo_dir()
-    if not (out / "config.json").is_file():
-        tmp = out.with_name(out.name + ".building")
-        build_tiny_checkpoint(tmp, d_model=128, n_layers=4, n_heads=4, mlp_hidden_size=384, vocab_size=2048,
-                              max_sequence_length=4096, max_shard_bytes=2_000_000)
-        tmp.replace(out)
-    return str(out)
+    """The demo model's id becomes its directory in the repository; any other id passes through."""
+    return str(DEMO_DIR) if is_demo(model_id) else model_id
+
+
+def parameter_count(model_dir: Path = DEMO_DIR) -> int:
+    """Parameters of a checkpoint from its config alone (the model is built on the meta device)."""
+    import torch
+
+    from core.llada.loader import read_config
+
+    with torch.device("meta"):
+        return LLaDA(read_config(Path(model_dir))).num_parameters()
 
 
 def demo_note(parameters: int) -> str:
-    return DEMO_NOTE.format(params=parameters, ratio=round(FULL_SIZE_PARAMETERS / parameters))
+    return (f"Demo model: a small LLaDA trained by CompressLens on generated math word problems "
+            f"({parameters:,} parameters, 1 of {round(FULL_SIZE_PARAMETERS / parameters):,} of LLaDA-8B). "
+            "It solves GSM8K-style arithmetic problems and nothing else; set COMPRESSLENS_MODEL or use "
+            "LLaDA-8B on a GPU for general prompts.")

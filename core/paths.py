@@ -1,6 +1,6 @@
 """Where CompressLens keeps and finds things; each place can be moved by an environment variable.
 
-- COMPRESSLENS_HOME: the app's own files (default ~/.compresslens): database, demo model, links.
+- COMPRESSLENS_HOME: the app's own files (default ~/.compresslens): database, cached links.
 - COMPRESSLENS_DB_URL: any SQLAlchemy URL (default sqlite:///$COMPRESSLENS_HOME/compresslens.db).
 - COMPRESSLENS_DATA_DIR: datasets (gsm8k/, cnndm/, sharegpt/ as JSONL); optional.
 - COMPRESSLENS_MODEL: the LLaDA checkpoint (directory or hub id) the app uses by default.

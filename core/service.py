@@ -36,7 +36,7 @@ class CompareRequest:
     ratio: float = 2.0
     compressor_params: dict = field(default_factory=dict)
     model: str | None = None
-    preset: str = "demo"
+    preset: str | None = None  # None: the model's own default preset
     sampler: dict | None = None  # overrides of the preset's parameters ("custom")
     seed: int = 0
     task: str = "custom"
@@ -53,10 +53,14 @@ class CompareRequest:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def resolved_preset(self) -> str:
+        return self.preset or default_preset(self.model or default_model())
+
     def sampler_params(self) -> SamplerParams:
-        if self.preset != "custom" and self.preset not in PRESETS:
-            raise UserError(f"Unknown sampler preset {self.preset!r}; choose one of: {', '.join(PRESETS)}, custom")
-        base = PRESETS[self.preset][1] if self.preset in PRESETS else PRESETS["demo"][1]
+        preset = self.resolved_preset()
+        if preset != "custom" and preset not in PRESETS:
+            raise UserError(f"Unknown sampler preset {preset!r}; choose one of: {', '.join(PRESETS)}, custom")
+        base = PRESETS[preset][1] if preset in PRESETS else PRESETS[default_preset(self.model or default_model())][1]
         try:
             params = SamplerParams(**{**base.to_dict(), **(self.sampler or {})})
         except TypeError as exc:
@@ -120,7 +124,10 @@ class Engine:
 
 
 def default_model() -> str:
-    """COMPRESSLENS_MODEL if set; LLaDA-8B-Instruct when a GPU and its weights are here; else the demo model."""
+    """COMPRESSLENS_MODEL if set; LLaDA-8B-Instruct when a GPU and its weights are here; else the demo model.
+
+    Only a local check: choosing a default never starts a 16 GB download.
+    """
     from core import demo
 
     configured = os.environ.get("COMPRESSLENS_MODEL")
@@ -128,15 +135,18 @@ def default_model() -> str:
         return configured
     import torch
 
-    if torch.cuda.is_available():
-        try:
-            from core.llada.loader import resolve_model_dir
+    from core.llada.loader import available_locally
 
-            resolve_model_dir(DEFAULT_MODEL)
-            return DEFAULT_MODEL
-        except UserError:
-            pass
+    if torch.cuda.is_available() and available_locally(DEFAULT_MODEL):
+        return DEFAULT_MODEL
     return demo.DEMO_ID
+
+
+def default_preset(model_id: str) -> str:
+    """The demo model was trained for short answers; LLaDA checkpoints start on the authors' demo setting."""
+    from core import demo
+
+    return demo.DEMO_PRESET if demo.is_demo(model_id) else "demo"
 
 
 def cl100k_count(text: str) -> int | None:
@@ -209,7 +219,7 @@ def compare(request: CompareRequest, engine: Engine, db_url: str, progress: Prog
         run = models.Run(
             model_id=info.model_id, model_path=info.local_path, model_revision=info.revision, model_kind=info.kind,
             model_parameters=info.parameters, model_notes=info.notes, device=info.device, dtype=info.dtype,
-            preset=request.preset, sampler_params=params.to_dict(), seed=request.seed,
+            preset=request.resolved_preset(), sampler_params=params.to_dict(), seed=request.seed,
             compressor=compression.compressor, compressor_params=compression.params,
             ratio_requested=compression.ratio_requested, bertscore_backbone=backbone, versions=library_versions(),
             timings=timings,

@@ -8,7 +8,7 @@ from core import compressors, datasets, metrics
 from core.errors import UserError
 from core.llada.loader import available_locally
 from core.llada.sampler import PRESETS, REMASKING
-from core.service import CompareRequest, default_model
+from core.service import CompareRequest, default_model, default_preset
 from core.worker import job_state, submit_compare
 from pages.shared import db_url, get_worker, load_view, show_run
 
@@ -70,13 +70,13 @@ with st.expander("Compressor options", expanded=compressor == "llmlingua2"):
 cols = st.columns(3)
 model = cols[0].text_input("Model (LLaDA directory or hub id)", value=default_model())
 preset_keys = list(PRESETS) + ["custom"]
-preset = cols[1].selectbox("Sampler preset", preset_keys,
+preset = cols[1].selectbox("Sampler preset", preset_keys, index=preset_keys.index(default_preset(model.strip())),
                            format_func=lambda k: PRESETS[k][0] if k in PRESETS else "custom")
 backbones = list(metrics.bertscore_backbones())
 backbone = cols[2].selectbox("BERTScore backbone", backbones, index=backbones.index(metrics.default_backbone()))
 
 sampler = None
-base = PRESETS[preset][1] if preset in PRESETS else PRESETS["demo"][1]
+base = PRESETS[preset if preset in PRESETS else default_preset(model.strip())][1]
 with st.expander("Sampler parameters", expanded=preset == "custom"):
     disabled = preset != "custom"
     c = st.columns(4)

@@ -6,6 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.compressors import REGISTRY
+from core.datasets import SOURCES
 from core.worker import job_state
 from db.models import Job
 from db.queries import run_count
@@ -106,7 +107,7 @@ def test_playground_rejects_bad_input_without_storing(page_env, monkeypatch):
 def test_sampling_a_gsm8k_prompt_carries_its_gold_answer(page_env, gsm8k_questions):
     at = AppTest.from_file(str(PAGES / "playground.py"), default_timeout=60)
     at.run()
-    at.selectbox[0].select_index(1)  # GSM8K
+    at.selectbox[0].select_index(list(SOURCES).index("gsm8k"))
     at.number_input[0].set_value(4)
     next(b for b in at.button if b.label == "Sample").click()
     at.run()

@@ -128,8 +128,9 @@ def _open_safetensors(path: Path, device: str = "cpu"):
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
 
 
-def load_llada(model_dir: Path, device: torch.device | str | None = None,
+def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
                dtype: torch.dtype | None = None) -> LLaDA:
+    model_dir = Path(model_dir)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     cfg = read_config(model_dir)
@@ -170,15 +171,24 @@ def load_llada(model_dir: Path, device: torch.device | str | None = None,
     return model.eval()
 
 
-def load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
+def load_tokenizer(model_dir: Path | str):
     from transformers.utils import logging as hf_logging
 
+    model_dir = Path(model_dir)
+    try:
+        declared = json.loads((model_dir / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, json.JSONDecodeError):
+        declared = None
+    if declared in ("PreTrainedTokenizerFast", "TokenizersBackend"):
+        # LLaDA's own class: loading it directly skips half a second of AutoTokenizer imports.
+        from transformers import PreTrainedTokenizerFast as tokenizer_class
+    else:
+        from transformers import AutoTokenizer as tokenizer_class
     # AutoTokenizer peeks at config.json, whose model_type transformers does not know; that is expected.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        return tokenizer_class.from_pretrained(str(model_dir), local_files_only=True)
     except Exception as exc:
         raise CheckpointError(f"Could not load the tokenizer from {model_dir}: {exc}") from exc
     finally:

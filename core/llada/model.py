@@ -120,8 +120,10 @@ class LLaDA(nn.Module):
     def __init__(self, cfg: LLaDAConfig):
         super().__init__()
         self.cfg = cfg
+        # Left uninitialised (a checkpoint or init_weights fills it): nn.Embedding's own normal_ on the
+        # meta device pulls in torch's compiler stack, seconds of imports before a model can load.
         transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(cfg.embedding_size, cfg.d_model),
+            wte=nn.Embedding(cfg.embedding_size, cfg.d_model, _weight=torch.empty(cfg.embedding_size, cfg.d_model)),
             blocks=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers)),
             ln_f=RMSNorm(cfg.d_model, cfg.rms_norm_eps),
         ))

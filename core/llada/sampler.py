@@ -68,6 +68,7 @@ PRESETS: dict[str, tuple[str, SamplerParams]] = {
     "demo": ("LLaDA demo", SamplerParams(gen_length=128, steps=128, block_length=32)),
     "gsm8k": ("GSM8K, authors", SamplerParams(gen_length=256, steps=256, block_length=8)),
     "pure": ("pure diffusion", SamplerParams(gen_length=512, steps=512, block_length=512, confidence_eos_eot_inf=True)),
+    "small": ("demo model", SamplerParams(gen_length=64, steps=64, block_length=8)),
 }
 
 

@@ -35,16 +35,20 @@ def chat_prompt(tokenizer, content: str) -> str:
     return fallback_chat_prompt(content)
 
 
-def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2048, with_chat_template: bool = True):
+def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2048, with_chat_template: bool = True,
+                        split_digits: bool = False):
     """A byte-level BPE tokenizer trained on ``texts`` that carries LLaDA's special tokens.
 
-    Byte-level, so any text round-trips; deterministic for the same texts.
+    Byte-level, so any text round-trips; deterministic for the same texts. ``split_digits``
+    makes every digit its own token, so a number is spelled the same way wherever it occurs.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
