@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     cmp = sub.add_parser("compare", help="compress one prompt, run the model on both, score, store")
-    cmp.add_argument("--model", help="LLaDA checkpoint directory or hub id (default: the app's default model)")
+    cmp.add_argument("--model", help="LLaDA checkpoint directory or hub id (default: the app's default model); any "
+                                     "other causal LM (directory, hub id, .gguf file, or 'smollm2-135m-instruct') "
+                                     "runs as the autoregressive control")
     cmp.add_argument("--prompt", help="the prompt text, sent as the single user message")
     cmp.add_argument("--prompt-file", help="read the prompt from this file ('-' for stdin)")
     cmp.add_argument("--compressor", default="llmlingua2", help=f"one of: {', '.join(REGISTRY)}")

@@ -103,9 +103,12 @@ class Engine:
     def generator(self, model_id: str) -> Generator:
         with self._lock:
             if model_id not in self._generators:
-                from core import demo
+                from core import ar, demo
 
-                generator = LLaDAGenerator(demo.resolve(model_id), self.device)
+                if not demo.is_demo(model_id) and ar.is_autoregressive(model_id):
+                    generator = ar.ARGenerator(model_id, self.device)
+                else:
+                    generator = LLaDAGenerator(demo.resolve(model_id), self.device)
                 if demo.is_demo(model_id):
                     generator.info.model_id = model_id
                     generator.info.notes.append(demo.demo_note(generator.info.parameters))

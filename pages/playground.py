@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import compressors, datasets, metrics
+from core.ar import PACKAGED_SMOLLM2
 from core.errors import UserError
 from core.llada.loader import available_locally
 from core.llada.sampler import PRESETS, REMASKING
@@ -68,7 +69,10 @@ with st.expander("Compressor options", expanded=compressor == "llmlingua2"):
         st.caption("No options.")
 
 cols = st.columns(3)
-model = cols[0].text_input("Model (LLaDA directory or hub id)", value=default_model())
+model = cols[0].text_input("Model (LLaDA, or a causal LM as the autoregressive control)", value=default_model(),
+                           help="A LLaDA checkpoint directory or hub id; any Hugging Face causal LM (directory, hub id "
+                                f"or .gguf file) runs as the autoregressive control; '{PACKAGED_SMOLLM2}' is the "
+                                "small one installed here.")
 preset_keys = list(PRESETS) + ["custom"]
 preset = cols[1].selectbox("Sampler preset", preset_keys, index=preset_keys.index(default_preset(model.strip())),
                            format_func=lambda k: PRESETS[k][0] if k in PRESETS else "custom")

