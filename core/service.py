@@ -60,11 +60,18 @@ class CompareRequest:
         preset = self.resolved_preset()
         if preset != "custom" and preset not in PRESETS:
             raise UserError(f"Unknown sampler preset {preset!r}; choose one of: {', '.join(PRESETS)}, custom")
+        if self.sampler and preset != "custom":
+            raise UserError(f"Sampler parameters override a preset only with preset 'custom', not {preset!r}, "
+                            "so that a stored preset name always means its parameters.")
         base = PRESETS[preset][1] if preset in PRESETS else PRESETS[default_preset(self.model or default_model())][1]
+        values = {**base.to_dict(), **(self.sampler or {})}
+        unknown = sorted(set(values) - set(base.to_dict()))
+        if unknown:
+            raise UserError(f"Unknown sampler parameter(s): {', '.join(unknown)}")
         try:
-            params = SamplerParams(**{**base.to_dict(), **(self.sampler or {})})
-        except TypeError as exc:
-            raise UserError(f"Unknown sampler parameter: {exc}") from None
+            params = SamplerParams(**{k: _coerce(getattr(base, k), v) for k, v in values.items()})
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"Bad sampler parameter value: {exc}") from None
         problems = params.problems()
         if problems:
             raise UserError("Sampler settings: " + "; ".join(problems))
@@ -79,6 +86,21 @@ class CompareRequest:
         self.sampler_params()
         if self.task not in TASKS:
             raise UserError(f"Unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
+
+
+def _coerce(default, value):
+    """``value`` in the type of the preset's ``default``, so "64" from a form or a command line is 64."""
+    return _as_bool(value) if isinstance(default, bool) else type(default)(value)
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
 
 
 def library_versions() -> dict[str, str]:

@@ -94,3 +94,16 @@ def test_missing_and_corrupt_models_get_a_message(tmp_path, corrupt_checkpoint, 
     assert main(["compare", "--model", "GSAI-ML/LLaDA-8B-Instruct", "--prompt", QUESTION, "--compressor", "random"]) == 2
     assert "not downloaded" in capsys.readouterr().err
     assert runs_in(db_url) == 0
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--preset", "gsm8k", "--sampler-option", "gen_length=32"], "only with preset 'custom'"),
+    (["--preset", "custom", "--sampler-option", "speed=3"], r"Unknown sampler parameter\(s\): speed"),
+    (["--preset", "custom", "--sampler-option", "gen_length=lots"], "Bad sampler parameter value"),
+    (["--preset", "custom", "--sampler-option", "logits_eos_inf=maybe"], "is not true or false"),
+])
+def test_sampler_options_are_checked(extra, message, tiny_checkpoint, db_url, capsys):
+    args = ["compare", "--model", str(tiny_checkpoint), "--prompt", QUESTION, "--compressor", "random"]
+    assert main(args + extra) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert runs_in(db_url) == 0
