@@ -8,7 +8,9 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from core import demo, paths
+from sqlalchemy.engine import make_url
+
+from core import demo, render
 from core.service import default_model
 from db.queries import run_count
 from db.session import schema_version, session_scope
@@ -24,13 +26,14 @@ with st.sidebar:
     model_id = default_model()
     if demo.is_demo(model_id):
         params = demo.parameter_count()
-        st.caption(f"Default model: {model_id}, the demo model ({params / 1e6:.1f}M parameters, "
+        st.caption(f"Default model: {render.md_escape(model_id)}, the demo model ({params / 1e6:.1f}M parameters, "
                    f"1 of {round(demo.FULL_SIZE_PARAMETERS / params):,} of LLaDA-8B's)")
     else:
-        st.caption(f"Default model: {model_id}")
+        st.caption(f"Default model: {render.md_escape(model_id)}")
     with session_scope(db_url()) as session:
         stored = run_count(session)
-    st.caption(f"Database: {paths.db_url()} (schema v{schema_version(db_url())}, {stored} runs)")
+    shown_url = make_url(db_url()).render_as_string(hide_password=True)
+    st.caption(f"Database: {render.md_escape(shown_url)} (schema v{schema_version(db_url())}, {stored} runs)")
     st.caption("Worker: " + ("running" + (f", job #{worker.current_job}" if worker.current_job else ", idle")
                              if worker.alive else "stopped"))
 

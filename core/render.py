@@ -20,6 +20,11 @@ STYLE = """<style>
 </style>"""
 
 
+def md_escape(text: str) -> str:
+    """Text that Streamlit's markdown (captions, headers) shows as typed: no LaTeX from $, no emphasis."""
+    return re.sub(r"([\\`*_{}\[\]<>#|~$])", r"\\\1", str(text))
+
+
 def text_html(text: str) -> str:
     return f'{STYLE}<div class="cl-text">{escape(text)}</div>'
 

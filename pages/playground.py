@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import compressors, datasets, metrics
+from core import compressors, datasets, metrics, render
 from core.ar import PACKAGED_SMOLLM2
 from core.errors import UserError
 from core.llada.loader import available_locally
@@ -37,8 +37,9 @@ with st.expander("Sample a prompt", expanded=not state["prompt"]):
 prompt = st.text_area("Prompt", key="prompt", height=180, placeholder="Paste a prompt, or sample one above.")
 sample = state["sample"] if state["sample"] and state["sample"]["prompt"] == prompt else None
 if sample:
-    st.caption(f"From {sample['source']} ({sample['source_id']}), task {sample['task']}"
-               + (f", gold answer {datasets.Sample(**sample).gold_answer}" if sample["gold_solution"] else ""))
+    st.caption(render.md_escape(
+        f"From {sample['source']} ({sample['source_id']}), task {sample['task']}"
+        + (f", gold answer {datasets.Sample(**sample).gold_answer}" if sample["gold_solution"] else "")))
 
 names = list(compressors.REGISTRY)
 # Offline without its checkpoint LLMLingua-2 cannot run, so a first visit starts on a baseline that can.

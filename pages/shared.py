@@ -42,7 +42,8 @@ def show_run(view: dict) -> None:
     for note in model["notes"]:
         st.warning(note, icon=":material/warning:")
     st.caption(
-        f"Run #{view['run_id']} · {view['created_at']} · model {model['id']} ({model['parameters']:,} parameters, "
+        f"Run #{view['run_id']} · {view['created_at']} · model {render.md_escape(model['id'])} "
+        f"({model['parameters']:,} parameters, "
         f"{model['device']}, {model['dtype']}) · preset {view['preset']} · seed {view['seed']}"
     )
     ratio = st.columns(4)
@@ -60,7 +61,8 @@ def show_run(view: dict) -> None:
         st.html(render.marked_prompt_html(view["original_prompt"], view["words"]))
     with right:
         st.subheader(f"Compressed prompt ({view['compressor']})")
-        st.caption(", ".join(f"{k}={v}" for k, v in view["compressor_params"].items()) or "no parameters")
+        shown = ", ".join(f"{k}={v!r}" for k, v in view["compressor_params"].items())
+        st.caption(render.md_escape(shown) if shown else "no parameters")
         st.html(render.text_html(view["compressed_prompt"]))
 
     left, right = st.columns(2)

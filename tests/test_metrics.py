@@ -58,6 +58,11 @@ def test_backbones_offline():
         metrics.bertscore("a", "b", metrics.ROBERTA_LARGE)
 
 
+def test_markdown_escaping_keeps_dollars_and_markup_literal():
+    assert render.md_escape("costs $3 and $5") == "costs \\$3 and \\$5"
+    assert render.md_escape("*bold* _it_ [x](y) <b>") == "\\*bold\\* \\_it\\_ \\[x\\](y) \\<b\\>"
+
+
 def test_word_diff_and_html_escaping():
     pieces = render.word_diff("the answer is 18 dollars", "the answer is 20 dollars today")
     assert pieces == [("same", "the answer is"), ("del", "18"), ("ins", "20"), ("same", "dollars"), ("ins", "today")]

@@ -7,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.compressors import REGISTRY
 from core.datasets import SOURCES
+from core.render import md_escape
 from core.worker import job_state
 from db.models import Job
 from db.queries import run_count
@@ -144,5 +145,5 @@ def test_app_shell_shows_device_database_and_pages(page_env):
     at.run()
     assert not at.exception
     sidebar = " ".join(c.value for c in at.sidebar.caption)
-    assert "CPU only" in sidebar and page_env in sidebar and "schema v1" in sidebar
+    assert "CPU only" in sidebar and md_escape(page_env) in sidebar and "schema v1" in sidebar
     assert at.title[0].value == "Playground"
