@@ -84,6 +84,45 @@ def sharegpt() -> list[Sample]:
     return [Sample("sharegpt", str(r["id"]), "chat", r["prompt"]) for r in _read_jsonl(path)]
 
 
+def from_table(data: bytes, filename: str, text_column: str, *, task: str = "custom",
+               id_column: str | None = None, gold_column: str | None = None,
+               reference_column: str | None = None) -> list[Sample]:
+    """Prompts from an uploaded JSONL or CSV file, the prompt text taken from ``text_column``."""
+    import io
+
+    import pandas as pd
+
+    suffix = Path(filename).suffix.lower()
+    try:
+        if suffix in (".jsonl", ".json"):
+            frame = pd.read_json(io.BytesIO(data), lines=suffix == ".jsonl", dtype=False)
+        elif suffix == ".csv":
+            frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+        else:
+            raise UserError(f"{filename}: upload a .jsonl or .csv file")
+    except ValueError as exc:
+        raise UserError(f"{filename} could not be read as {suffix[1:].upper()}: {exc}") from None
+    wanted = [c for c in (text_column, id_column, gold_column, reference_column) if c]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise UserError(f"{filename} has no column {', '.join(map(repr, missing))}; "
+                        f"its columns are {', '.join(map(str, frame.columns))}")
+    samples = []
+    for i, row in enumerate(frame.to_dict("records")):
+        text = str(row[text_column] if row[text_column] is not None else "").strip()
+        if not text:
+            continue
+        gold = str(row[gold_column]).strip() if gold_column and row[gold_column] is not None else ""
+        if gold and "####" not in gold:
+            gold = f"#### {gold}"  # a bare answer reads as a GSM8K solution's last line
+        samples.append(Sample(filename, str(row[id_column]) if id_column else str(i), task, text,
+                              gold_solution=gold or None,
+                              reference=str(row[reference_column]) if reference_column else None))
+    if not samples:
+        raise UserError(f"{filename}: column {text_column!r} holds no text")
+    return samples
+
+
 def _read_parquet(path: Path) -> list[dict]:
     import pandas as pd
 
