@@ -147,3 +147,22 @@ def test_app_shell_shows_device_database_and_pages(page_env):
     sidebar = " ".join(c.value for c in at.sidebar.caption)
     assert "CPU only" in sidebar and md_escape(page_env) in sidebar and "schema v1" in sidebar
     assert at.title[0].value == "Playground"
+
+
+def test_offline_default_is_the_demo_model_and_the_page_says_so(db_url, monkeypatch):
+    monkeypatch.delenv("COMPRESSLENS_MODEL", raising=False)
+    at = AppTest.from_file(str(PAGES / "playground.py"), default_timeout=120)
+    at.run()
+    model_box = next(t for t in at.text_input if t.label.startswith("Model"))
+    assert model_box.value == "compresslens/math-demo"
+    next(b for b in at.button if b.label == "Sample").click()  # the default source: generated held-out math
+    at.run()
+    next(b for b in at.button if b.label == "Run").click()
+    at.run()
+    state = wait_for_job(db_url, at.session_state["job_id"])
+    at.run()
+    assert state["status"] == "done", state
+    assert at.warning[0].value.startswith("Demo model: a small LLaDA trained by CompressLens")
+    assert "1 of 1,467 of LLaDA-8B" in at.warning[0].value
+    verdicts = [t.value for t in at.text if t.value.startswith("Extracted answer")]
+    assert verdicts[0].endswith("(correct)")  # the original prompt is answered right
