@@ -16,7 +16,13 @@ from core import paths
 from core.errors import UserError
 from core.metrics import gold_answer
 
-SUMMARIZE_INSTRUCTION = "Summarize the following news article in 3-4 sentences.\n\n"
+# Kept apart from the content, so that studies compress the content and never the instruction.
+TASK_INSTRUCTIONS = {
+    "math": "Solve the following problem step by step, then give the final answer on its own line as '#### N'.",
+    "summarization": "Summarize the following news article in 3-4 sentences.",
+    "chat": "",
+    "custom": "",
+}
 BUILTIN_FILE = Path(__file__).parent / "data" / "samples.jsonl"
 
 
@@ -35,6 +41,11 @@ class Sample:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def instructed(instruction: str, content: str) -> str:
+    """The prompt a model sees: the task's instruction (if any), a blank line, the content."""
+    return f"{instruction}\n\n{content}" if instruction else content
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -71,7 +82,7 @@ def gsm8k(split: str = "test") -> list[Sample]:
 def cnndm() -> list[Sample]:
     kind, path = _local_or_download("cnndm/test.jsonl", "abisee/cnn_dailymail", "3.0.0/test-00000-of-00003.parquet")
     rows = _read_jsonl(path) if kind == "jsonl" else _read_parquet(path)
-    return [Sample("cnndm", str(r["id"]), "summarization", SUMMARIZE_INSTRUCTION + r["article"],
+    return [Sample("cnndm", str(r["id"]), "summarization", r["article"],
                    reference=r.get("reference") or r.get("highlights")) for r in rows]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import compressors, datasets, metrics, render
+from core import compressors, datasets, demo, metrics, render
 from core.ar import PACKAGED_SMOLLM2
 from core.errors import UserError
 from core.llada.loader import available_locally
@@ -31,11 +31,14 @@ with st.expander("Sample a prompt", expanded=not state["prompt"]):
         except UserError as exc:
             st.error(str(exc))
         else:
-            state["prompt"] = sample.prompt
+            # The demo model was trained on bare questions; other models get the task's instruction.
+            instruction = "" if demo.is_demo(default_model()) else datasets.TASK_INSTRUCTIONS[sample.task]
+            state["prompt"] = datasets.instructed(instruction, sample.prompt)
             state["sample"] = sample.to_dict()
 
 prompt = st.text_area("Prompt", key="prompt", height=180, placeholder="Paste a prompt, or sample one above.")
-sample = state["sample"] if state["sample"] and state["sample"]["prompt"] == prompt else None
+# A sampled prompt keeps its gold answer and task until the text is edited.
+sample = state["sample"] if state["sample"] and prompt.endswith(state["sample"]["prompt"]) else None
 if sample:
     st.caption(render.md_escape(
         f"From {sample['source']} ({sample['source_id']}), task {sample['task']}"

@@ -10,7 +10,8 @@ def test_local_datasets_load_from_the_data_directory():
     gsm8k = datasets.gsm8k()
     assert len(gsm8k) == 1319 and gsm8k[0].task == "math" and gsm8k[0].gold_answer.isdigit()
     cnndm = datasets.cnndm()
-    assert len(cnndm) == 250 and cnndm[0].prompt.startswith(datasets.SUMMARIZE_INSTRUCTION) and cnndm[0].reference
+    assert len(cnndm) == 250 and cnndm[0].task == "summarization" and cnndm[0].reference
+    assert not cnndm[0].prompt.startswith("Summarize")  # the instruction is added apart from the content
     sharegpt = datasets.sharegpt()
     assert len(sharegpt) == 300 and all(s.prompt for s in sharegpt)
     assert datasets.sample_one("gsm8k", 3) == datasets.sample_one("gsm8k", 3)

@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.compressors import REGISTRY
-from core.datasets import SOURCES
+from core.datasets import SOURCES, TASK_INSTRUCTIONS
 from core.render import md_escape
 from core.worker import job_state
 from db.models import Job
@@ -113,7 +113,7 @@ def test_sampling_a_gsm8k_prompt_carries_its_gold_answer(page_env, gsm8k_questio
     next(b for b in at.button if b.label == "Sample").click()
     at.run()
     prompt = at.text_area(key="prompt").value
-    match = next(q for q in gsm8k_questions if q["question"] == prompt)
+    match = next(q for q in gsm8k_questions if prompt == f"{TASK_INSTRUCTIONS['math']}\n\n{q['question']}")
     gold = match["answer"].split("####")[-1].strip().replace(",", "")
     assert any(f"gold answer {gold}" in c.value for c in at.caption)
 
