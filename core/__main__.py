@@ -1,6 +1,8 @@
 """Command line over the same core the dashboard uses.
 
     python -m core compare --model DIR_OR_ID --prompt TEXT --compressor NAME --ratio R [--preset NAME] [--seed N] --json
+    python -m core experiment --plan PLAN.json [--json]   # run a plan; again to resume it
+    python -m core export --experiment ID --format csv|jsonl
     python -m core worker          # run queued dashboard jobs in this process
 """
 
@@ -52,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")
     cmp.add_argument("--db", help="SQLAlchemy URL (default: $COMPRESSLENS_DB_URL or the SQLite file)")
     cmp.add_argument("--json", action="store_true", help="print one JSON object")
+
+    exp = sub.add_parser("experiment", help="run a plan headless; run it again to resume it")
+    exp.add_argument("--plan", required=True, help="JSON file with the plan (see core/experiments.py: Plan)")
+    exp.add_argument("--device")
+    exp.add_argument("--db", help="SQLAlchemy URL")
+    exp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    exq = sub.add_parser("export", help="every output of an experiment with its metrics")
+    exq.add_argument("--experiment", type=int, required=True)
+    exq.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    exq.add_argument("--db", help="SQLAlchemy URL")
 
     wrk = sub.add_parser("worker", help="run queued jobs from the database until interrupted")
     wrk.add_argument("--db", help="SQLAlchemy URL")
@@ -117,6 +130,53 @@ def print_human(view: dict) -> None:
             print(f"{condition} vs {reference}: {shown}")
 
 
+def run_experiment(args) -> int:
+    from core import paths
+    from core.experiments import Plan, Runner, find_or_create
+    from core.service import Engine
+
+    try:
+        with open(args.plan, encoding="utf-8") as f:
+            raw = json.load(f)
+    except OSError as exc:
+        raise UserError(f"Cannot read {args.plan}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{args.plan} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{args.plan} must hold one JSON object")
+    db_url = args.db or paths.db_url()
+    experiment_id = find_or_create(Plan.from_dict(raw), db_url)
+
+    def progress(_fraction: float, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    summary = Runner(experiment_id, Engine(args.device), db_url, progress).run()
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        print(f"experiment {summary['experiment_id']} {summary['status']}: "
+              f"{summary['done_units']}/{summary['total_units']} outputs")
+    return 0
+
+
+def run_export(args) -> int:
+    import csv
+
+    from core import paths
+    from core.experiments import export_rows
+
+    rows = export_rows(args.db or paths.db_url(), args.experiment)
+    if args.format == "jsonl":
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(sys.stdout, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return 0
+
+
 def run_worker(args) -> int:
     from core import paths
     from core.service import Engine
@@ -134,9 +194,9 @@ def run_worker(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "compare":
-            return run_compare(args)
-        return run_worker(args)
+        commands = {"compare": run_compare, "experiment": run_experiment, "export": run_export,
+                    "worker": run_worker}
+        return commands[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

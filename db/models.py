@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -28,9 +28,29 @@ class SchemaMigration(Base):
     applied_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class Experiment(Base):
+    """A study: a plan expanded into runs, executed incrementally and resumable."""
+
+    __tablename__ = "experiments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    plan: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|done|failed|cancelled
+    total_units: Mapped[int] = mapped_column(Integer, default=0)
+    done_units: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    runs: Mapped[list["Run"]] = relationship(back_populates="experiment", cascade="all, delete-orphan",
+                                             order_by="Run.id")
+
+
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (Index("uq_runs_experiment_config", "experiment_id", "config_key", unique=True),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    config_key: Mapped[str | None] = mapped_column(String(300))  # model|compressor|ratio|seed within an experiment
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     kind: Mapped[str] = mapped_column(String(40), default="compare")
     model_id: Mapped[str] = mapped_column(String(500))
@@ -50,11 +70,13 @@ class Run(Base):
     bertscore_backbone: Mapped[str] = mapped_column(String(200))
     versions: Mapped[dict] = mapped_column(JSON)
     timings: Mapped[dict] = mapped_column(JSON)
+    experiment: Mapped[Experiment | None] = relationship(back_populates="runs")
     items: Mapped[list["Item"]] = relationship(back_populates="run", cascade="all, delete-orphan", order_by="Item.id")
 
 
 class Item(Base):
     __tablename__ = "items"
+    __table_args__ = (Index("uq_items_run_source", "run_id", "source_id", unique=True),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     source: Mapped[str] = mapped_column(String(80))
@@ -74,7 +96,7 @@ class Condition(Base):
     __table_args__ = (UniqueConstraint("item_id", "name"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(40))  # original | compressed
+    name: Mapped[str] = mapped_column(String(40))  # original | compressed | reconstructed | reasoning_on_reconstructed
     prompt_text: Mapped[str] = mapped_column(Text)
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     prompt_tokens_cl100k: Mapped[int | None] = mapped_column(Integer)
@@ -88,6 +110,7 @@ class Condition(Base):
 
 class Output(Base):
     __tablename__ = "outputs"
+    __table_args__ = (Index("uq_outputs_condition_seed", "condition_id", "seed", unique=True),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     condition_id: Mapped[int] = mapped_column(ForeignKey("conditions.id", ondelete="CASCADE"), index=True)
     seed: Mapped[int] = mapped_column(Integer)

@@ -145,7 +145,7 @@ def test_app_shell_shows_device_database_and_pages(page_env):
     at.run()
     assert not at.exception
     sidebar = " ".join(c.value for c in at.sidebar.caption)
-    assert "CPU only" in sidebar and md_escape(page_env) in sidebar and "schema v1" in sidebar
+    assert "CPU only" in sidebar and md_escape(page_env) in sidebar and "schema v2" in sidebar
     assert at.title[0].value == "Playground"
 
 

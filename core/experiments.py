@@ -1,0 +1,433 @@
+"""Experiments: prompts x compressors x ratios x conditions x seeds x models, run incrementally.
+
+A plan expands into run configurations (model, compressor, ratio, seed); each configuration is
+a stored run whose items are the sampled prompts. The four conditions of the study:
+
+- ``original``: the prompt as it is (one baseline run per model and seed, compressor ``none``);
+- ``compressed``: the compressed prompt;
+- ``reconstructed``: the model asked to restore the original prompt from the compressed one,
+  scored against the original prompt;
+- ``reasoning_on_reconstructed``: the task run on that reconstruction.
+
+Every output is written with its metrics the moment its batch is done; the unique keys of runs,
+items, conditions and outputs make a rerun skip what exists, so a killed run resumes where it
+stopped with no duplicate and nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
+
+from sqlalchemy import func, select
+
+from core import compressors, datasets, demo, metrics
+from core.errors import UserError
+from core.llada.sampler import SamplerParams
+from core.service import CompareRequest, Engine, default_model, library_versions
+from db import models
+from db.session import session_scope
+
+CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed")
+NO_COMPRESSION = "none"
+RECONSTRUCT_INSTRUCTION = ("The following text was compressed by deleting words. Rewrite it as the complete "
+                           "original text, restoring the missing words. Reply with the restored text only.")
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Plan:
+    name: str = "experiment"
+    source: str = "gsm8k"
+    n_prompts: int = 20
+    sample_seed: int = 0
+    compressors: list[dict] = field(default_factory=lambda: [{"name": "llmlingua2", "params": {}}])
+    ratios: list[float] = field(default_factory=lambda: [2.0])
+    conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    models: list[str] = field(default_factory=list)  # empty: the app's default model
+    preset: str | None = None
+    sampler: dict | None = None
+    gen_length: dict[str, int] = field(default_factory=dict)  # per task, overrides the preset's
+    instructions: dict[str, str] | None = None  # per task; None: TASK_INSTRUCTIONS (none for the demo model)
+    bertscore_backbone: str | None = None
+    batch_size: int = 16
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Plan":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise UserError(f"Unknown plan key(s): {', '.join(unknown)}; a plan has {', '.join(sorted(known))}")
+        plan = cls(**raw)
+        plan.validate()
+        return plan
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def model_ids(self) -> list[str]:
+        return list(self.models) or [default_model()]
+
+    def validate(self) -> None:
+        if self.source not in datasets.SOURCES:
+            raise UserError(f"Unknown prompt source {self.source!r}; choose one of: {', '.join(datasets.SOURCES)}")
+        if int(self.n_prompts) < 1 or int(self.batch_size) < 1:
+            raise UserError("n_prompts and batch_size must be at least 1")
+        bad = [c for c in self.conditions if c not in CONDITIONS]
+        if bad or not self.conditions:
+            raise UserError(f"Conditions must be among {', '.join(CONDITIONS)}; got {', '.join(bad) or 'none'}")
+        if "reasoning_on_reconstructed" in self.conditions and "reconstructed" not in self.conditions:
+            raise UserError("reasoning_on_reconstructed needs the reconstructed condition too")
+        if any(c != "original" for c in self.conditions):
+            if not self.compressors or not self.ratios:
+                raise UserError("A plan with compressed conditions needs at least one compressor and one ratio")
+            for spec in self.compressors:
+                compressors.get_compressor(spec.get("name", ""), **spec.get("params", {}))
+            for ratio in self.ratios:
+                compressors.check_ratio(ratio)
+        if not self.seeds:
+            raise UserError("A plan needs at least one seed")
+        for model_id in self.model_ids():
+            self.sampler_params(model_id, "math")
+
+    def sampler_params(self, model_id: str, task: str) -> SamplerParams:
+        params = CompareRequest(prompt="-", model=model_id, preset=self.preset, sampler=self.sampler).sampler_params()
+        if task in self.gen_length:
+            values = {**params.to_dict(), "gen_length": int(self.gen_length[task])}
+            if values["steps"] > values["gen_length"]:
+                values["steps"] = values["gen_length"]
+            params = SamplerParams(**values)
+            if params.problems():
+                raise UserError(f"gen_length {self.gen_length[task]} for {task}: " + "; ".join(params.problems()))
+        return params
+
+    def instruction(self, model_id: str, task: str) -> str:
+        if self.instructions is not None:
+            return self.instructions.get(task, "")
+        return "" if demo.is_demo(model_id) else datasets.TASK_INSTRUCTIONS.get(task, "")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One stored run of an experiment: a model, a compressor at a ratio, a seed, and its conditions."""
+
+    model: str
+    compressor: str
+    compressor_params: tuple
+    ratio: float
+    seed: int
+    conditions: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        params = json.dumps(dict(self.compressor_params), sort_keys=True)
+        return f"{self.model}|{self.compressor}|{params}|{self.ratio:g}|{self.seed}"
+
+
+def expand(plan: Plan) -> list[Config]:
+    """Baselines first, so compressed conditions can be scored against the original output."""
+    configs = []
+    compressed_conditions = tuple(c for c in CONDITIONS if c in plan.conditions and c != "original")
+    for model_id in plan.model_ids():
+        for seed in plan.seeds:
+            if "original" in plan.conditions:
+                configs.append(Config(model_id, NO_COMPRESSION, (), 1.0, int(seed), ("original",)))
+            if compressed_conditions:
+                for spec in plan.compressors:
+                    params = tuple(sorted(spec.get("params", {}).items()))
+                    for ratio in plan.ratios:
+                        configs.append(Config(model_id, spec["name"], params, float(ratio), int(seed),
+                                              compressed_conditions))
+    return configs
+
+
+def sample_prompts(plan: Plan) -> list[datasets.Sample]:
+    pool = datasets.load_source(plan.source)
+    chosen = random.Random(plan.sample_seed).sample(range(len(pool)), min(plan.n_prompts, len(pool)))
+    return [pool[i] for i in chosen]
+
+
+def total_units(plan: Plan, n_items: int) -> int:
+    return n_items * sum(len(c.conditions) for c in expand(plan))
+
+
+def find_or_create(plan: Plan, db_url: str) -> int:
+    """The experiment with this exact plan (to resume it), or a new one."""
+    plan.validate()
+    wanted = plan.to_dict()
+    with session_scope(db_url) as session:
+        for experiment in session.scalars(select(models.Experiment).where(models.Experiment.name == plan.name)):
+            if experiment.plan == wanted:
+                return experiment.id
+        experiment = models.Experiment(name=plan.name, plan=wanted, status="queued",
+                                       total_units=total_units(plan, len(sample_prompts(plan))))
+        session.add(experiment)
+        session.flush()
+        return experiment.id
+
+
+class Cancelled(Exception):
+    pass
+
+
+def cancel(db_url: str, experiment_id: int) -> None:
+    """Ask a running experiment to stop after its current batch; what it wrote stays."""
+    with session_scope(db_url) as session:
+        experiment = session.get(models.Experiment, experiment_id)
+        if experiment is not None and experiment.status in ("queued", "running"):
+            experiment.status = "cancelled"
+
+
+def _score(task: str, condition: str, text: str, sample: datasets.Sample, original_output: str | None,
+           backbone: str) -> dict[str, dict[str, float]]:
+    """Metric values by reference for one output."""
+    if condition == "reconstructed":
+        return {"original_prompt": metrics.text_metrics(text, sample.prompt, backbone)}
+    scores: dict[str, dict[str, float]] = {}
+    if sample.gold_answer is not None:
+        scores["gold"] = {"exact_match": metrics.exact_match(metrics.extract_answer(text), sample.gold_answer)}
+    if sample.reference:
+        scores["reference_summary"] = metrics.text_metrics(text, sample.reference, backbone)
+    if condition != "original" and original_output is not None:
+        versus = metrics.text_metrics(text, original_output, backbone)
+        if task == "math":
+            versus["exact_match"] = metrics.exact_match(metrics.extract_answer(text),
+                                                        metrics.extract_answer(original_output) or "")
+        scores["original_output"] = versus
+    return scores
+
+
+class Runner:
+    """Executes one experiment; safe to start again on the same experiment at any time."""
+
+    def __init__(self, experiment_id: int, engine: Engine, db_url: str, progress: Progress | None = None):
+        self.experiment_id = experiment_id
+        self.engine = engine
+        self.db_url = db_url
+        self.say = progress or (lambda _f, _m: None)
+        with session_scope(db_url) as session:
+            experiment = session.get(models.Experiment, experiment_id)
+            if experiment is None:
+                raise UserError(f"No experiment #{experiment_id}")
+            self.plan = Plan.from_dict(experiment.plan)
+        self.samples = sample_prompts(self.plan)
+        self.backbone = self.plan.bertscore_backbone or metrics.default_backbone()
+        self.generated_tokens = 0
+        self.generate_seconds = 0.0
+
+    def _set(self, **values) -> None:
+        with session_scope(self.db_url) as session:
+            experiment = session.get(models.Experiment, self.experiment_id)
+            for key, value in values.items():
+                setattr(experiment, key, value)
+
+    def _cancel_requested(self) -> bool:
+        with session_scope(self.db_url) as session:
+            return session.get(models.Experiment, self.experiment_id).status == "cancelled"
+
+    def _run_row(self, config: Config, generator) -> int:
+        with session_scope(self.db_url) as session:
+            existing = session.scalar(select(models.Run.id).where(models.Run.experiment_id == self.experiment_id,
+                                                                  models.Run.config_key == config.key))
+            if existing is not None:
+                return existing
+            info = generator.info
+            params = self.plan.sampler_params(config.model, self.samples[0].task)
+            run = models.Run(
+                experiment_id=self.experiment_id, config_key=config.key, kind="experiment", model_id=config.model,
+                model_path=info.local_path, model_revision=info.revision, model_kind=info.kind,
+                model_parameters=info.parameters, model_notes=info.notes, device=info.device, dtype=info.dtype,
+                preset=self.plan.preset or "model default", sampler_params=params.to_dict(), seed=config.seed,
+                compressor=config.compressor, compressor_params=dict(config.compressor_params),
+                ratio_requested=config.ratio, bertscore_backbone=self.backbone, versions=library_versions(),
+                timings={},
+            )
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def _stored(self, run_id: int, condition: str) -> dict[str, str]:
+        """Output texts of one condition of a run, by item source id."""
+        with session_scope(self.db_url) as session:
+            rows = session.execute(
+                select(models.Item.source_id, models.Output.text)
+                .join(models.Condition, models.Condition.item_id == models.Item.id)
+                .join(models.Output, models.Output.condition_id == models.Condition.id)
+                .where(models.Item.run_id == run_id, models.Condition.name == condition))
+            return dict(rows.all())
+
+    def _baseline_outputs(self, config: Config) -> dict[str, str]:
+        baseline = Config(config.model, NO_COMPRESSION, (), 1.0, config.seed, ("original",))
+        with session_scope(self.db_url) as session:
+            run_id = session.scalar(select(models.Run.id).where(models.Run.experiment_id == self.experiment_id,
+                                                                models.Run.config_key == baseline.key))
+        return {} if run_id is None else self._stored(run_id, "original")
+
+    def run(self) -> dict:
+        self._set(status="running", error=None)
+        started = time.perf_counter()
+        total = total_units(self.plan, len(self.samples))
+        done = 0
+        try:
+            for config in expand(self.plan):
+                done = self._run_config(config, done, total, started)
+        except Cancelled:
+            return self.summary()
+        except Exception as exc:
+            self._set(status="failed", error=str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
+            raise
+        self._set(status="done", finished_at=models.utcnow(), done_units=total)
+        return self.summary()
+
+    def _run_config(self, config: Config, done: int, total: int, started: float) -> int:
+        generator = self.engine.generator(demo.DEMO_ID if demo.is_demo(config.model) else config.model)
+        run_id = self._run_row(config, generator)
+        originals = self._baseline_outputs(config)
+        compressor = (None if config.compressor == NO_COMPRESSION
+                      else self.engine.compressor(config.compressor, dict(config.compressor_params)))
+        stored = {condition: self._stored(run_id, condition) for condition in config.conditions}
+        done += sum(len(texts) for texts in stored.values())
+        for start in range(0, len(self.samples), self.plan.batch_size):
+            batch = self.samples[start:start + self.plan.batch_size]
+            missing = {c: [s for s in batch if s.source_id not in stored[c]] for c in config.conditions}
+            if not any(missing.values()):
+                continue
+            if self._cancel_requested():
+                raise Cancelled
+            # Compression is deterministic, so a resumed batch recomputes it instead of storing it twice.
+            cuts = ({s.source_id: compressor.compress(s.prompt, config.ratio, generator.count_tokens) for s in batch}
+                    if compressor is not None else {})
+            for condition in config.conditions:
+                todo = missing[condition]
+                if not todo:
+                    continue
+                prompts = [self._prompt(condition, config, s, cuts, stored) for s in todo]
+                for task in sorted({s.task for s in todo}):
+                    rows = [i for i, s in enumerate(todo) if s.task == task]
+                    params = self.plan.sampler_params(config.model, "reconstruct" if condition == "reconstructed"
+                                                      and "reconstruct" in self.plan.gen_length else task)
+                    began = time.perf_counter()
+                    generations = generator.generate([prompts[i] for i in rows], params, config.seed)
+                    self.generate_seconds += time.perf_counter() - began
+                    self.generated_tokens += sum(generator.count_tokens(g.text) for g in generations)
+                    self._write(run_id, config, condition, [todo[i] for i in rows], [prompts[i] for i in rows],
+                                generations, cuts, originals, generator)
+                    stored[condition].update({todo[i].source_id: g.text for i, g in zip(rows, generations)})
+                done += len(todo)
+                self._report(done, total, started, config, condition)
+        return done
+
+    def _prompt(self, condition: str, config: Config, sample: datasets.Sample, cuts: dict, stored: dict) -> str:
+        instruction = self.plan.instruction(config.model, sample.task)
+        if condition == "original":
+            return datasets.instructed(instruction, sample.prompt)
+        if condition == "compressed":
+            return datasets.instructed(instruction, cuts[sample.source_id].compressed)
+        if condition == "reconstructed":
+            return f"{RECONSTRUCT_INSTRUCTION}\n\n{cuts[sample.source_id].compressed}"
+        return datasets.instructed(instruction, stored["reconstructed"][sample.source_id])
+
+    def _write(self, run_id: int, config: Config, condition: str, samples, prompts, generations, cuts, originals,
+               generator) -> None:
+        """One transaction per batch: items, conditions, outputs and their metrics appear together."""
+        with session_scope(self.db_url) as session:
+            for sample, prompt, generation in zip(samples, prompts, generations):
+                item = session.scalar(select(models.Item).where(models.Item.run_id == run_id,
+                                                                models.Item.source_id == sample.source_id))
+                if item is None:
+                    item = models.Item(run_id=run_id, source=sample.source, source_id=sample.source_id,
+                                       task=sample.task, prompt=sample.prompt, gold_solution=sample.gold_solution,
+                                       gold_answer=sample.gold_answer, reference=sample.reference)
+                    session.add(item)
+                    session.flush()
+                cut = cuts.get(sample.source_id) if condition == "compressed" else None
+                row = models.Condition(item_id=item.id, name=condition, prompt_text=prompt,
+                                       prompt_tokens=generator.count_tokens(prompt), ratio_achieved=1.0)
+                if cut is not None:
+                    row.ratio_achieved = cut.achieved_ratio
+                    row.words = [asdict(w) for w in cut.words]
+                    row.compress_seconds = cut.seconds
+                output = models.Output(seed=config.seed, text=generation.text,
+                                       token_ids=generation.token_ids, seconds=generation.seconds,
+                                       forward_calls=generation.forward_calls,
+                                       extracted_answer=metrics.extract_answer(generation.text)
+                                       if sample.task == "math" and condition != "reconstructed" else None)
+                scores = _score(sample.task, condition, generation.text, sample, originals.get(sample.source_id),
+                                self.backbone)
+                output.metrics = [models.Metric(name=name, reference=reference, value=value)
+                                  for reference, values in scores.items() for name, value in values.items()
+                                  if value is not None]
+                row.outputs.append(output)
+                session.add(row)
+            session.flush()
+
+    def _report(self, done: int, total: int, started: float, config: Config, condition: str) -> None:
+        elapsed = time.perf_counter() - started
+        rate = self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+        eta = elapsed / max(done, 1) * (total - done)
+        self._set(done_units=done)
+        self.say(done / total, f"{done}/{total} · {config.model} · {config.compressor} {config.ratio:g}x · "
+                               f"seed {config.seed} · {condition} · ETA {eta:.0f} s · {rate:.0f} tokens/s")
+
+    def summary(self) -> dict:
+        return experiment_summary(self.db_url, self.experiment_id)
+
+
+def export_rows(db_url: str, experiment_id: int) -> list[dict]:
+    """One row per output: its configuration, prompt, text, extracted answer and every metric."""
+    with session_scope(db_url) as session:
+        if session.get(models.Experiment, experiment_id) is None:
+            raise UserError(f"No experiment #{experiment_id}")
+        query = (select(models.Run, models.Item, models.Condition, models.Output)
+                 .join(models.Item, models.Item.run_id == models.Run.id)
+                 .join(models.Condition, models.Condition.item_id == models.Item.id)
+                 .join(models.Output, models.Output.condition_id == models.Condition.id)
+                 .where(models.Run.experiment_id == experiment_id)
+                 .order_by(models.Run.id, models.Item.id, models.Condition.id))
+        rows = []
+        for run, item, condition, output in session.execute(query):
+            row = {"experiment_id": experiment_id, "run_id": run.id, "model": run.model_id,
+                   "compressor": run.compressor, "ratio": run.ratio_requested, "seed": output.seed,
+                   "source": item.source, "source_id": item.source_id, "task": item.task,
+                   "condition": condition.name, "ratio_achieved": condition.ratio_achieved,
+                   "prompt_tokens": condition.prompt_tokens, "prompt": condition.prompt_text, "output": output.text,
+                   "extracted_answer": output.extracted_answer, "gold_answer": item.gold_answer}
+            row.update({f"{m.name}@{m.reference}": m.value for m in output.metrics})
+            rows.append(row)
+        return rows
+
+
+def experiment_summary(db_url: str, experiment_id: int) -> dict:
+    """Status and, per run and condition, the mean of every metric: the study's table in long form."""
+    with session_scope(db_url) as session:
+        experiment = session.get(models.Experiment, experiment_id)
+        rows = session.execute(
+            select(models.Run.id, models.Run.model_id, models.Run.compressor, models.Run.ratio_requested,
+                   models.Run.seed, models.Item.task, models.Condition.name, models.Metric.reference,
+                   models.Metric.name, models.Metric.value)
+            .join(models.Item, models.Item.run_id == models.Run.id)
+            .join(models.Condition, models.Condition.item_id == models.Item.id)
+            .join(models.Output, models.Output.condition_id == models.Condition.id)
+            .join(models.Metric, models.Metric.output_id == models.Output.id)
+            .where(models.Run.experiment_id == experiment_id)).all()
+        outputs = session.scalar(
+            select(func.count(models.Output.id))
+            .join(models.Condition, models.Condition.id == models.Output.condition_id)
+            .join(models.Item, models.Item.id == models.Condition.item_id)
+            .join(models.Run, models.Run.id == models.Item.run_id)
+            .where(models.Run.experiment_id == experiment_id))
+        groups: dict[tuple, list[float]] = {}
+        for run_id, model_id, compressor, ratio, seed, task, condition, reference, name, value in rows:
+            groups.setdefault((run_id, model_id, compressor, ratio, seed, task, condition, reference, name),
+                              []).append(value)
+        table = [{"run_id": k[0], "model": k[1], "compressor": k[2], "ratio": k[3], "seed": k[4], "task": k[5],
+                  "condition": k[6], "reference": k[7], "metric": k[8], "mean": sum(v) / len(v), "n": len(v)}
+                 for k, v in sorted(groups.items())]
+        return {"experiment_id": experiment.id, "name": experiment.name, "status": experiment.status,
+                "done_units": experiment.done_units, "total_units": experiment.total_units, "outputs": outputs,
+                "error": experiment.error, "table": table}

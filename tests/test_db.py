@@ -1,0 +1,45 @@
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from db import models
+from db.session import MIGRATIONS, get_engine, migrate, schema_version, session_scope
+
+
+def test_new_database_is_at_the_latest_schema(db_url):
+    assert schema_version(db_url) == MIGRATIONS[-1][0] == 2
+    tables = set(inspect(get_engine(db_url)).get_table_names())
+    assert {"runs", "items", "conditions", "outputs", "metrics", "jobs", "experiments", "schema_migrations"} <= tables
+
+
+def test_migration_2_upgrades_a_version_1_database(db_url):
+    engine = get_engine(db_url)
+    with engine.begin() as conn:  # back to what version 1 had
+        conn.execute(text("DROP INDEX uq_runs_experiment_config"))
+        conn.execute(text("DROP INDEX uq_outputs_condition_seed"))
+        conn.execute(text("ALTER TABLE runs DROP COLUMN config_key"))
+        conn.execute(text("DELETE FROM schema_migrations WHERE version = 2"))
+    assert "config_key" not in {c["name"] for c in inspect(engine).get_columns("runs")}
+    migrate(engine)
+    migrate(engine)  # a second pass changes nothing
+    assert schema_version(db_url) == 2
+    assert "config_key" in {c["name"] for c in inspect(engine).get_columns("runs")}
+    assert "uq_outputs_condition_seed" in {i["name"] for i in inspect(engine).get_indexes("outputs")}
+
+
+def test_one_output_per_condition_and_seed(db_url):
+    with pytest.raises(IntegrityError):
+        with session_scope(db_url) as session:
+            run = models.Run(model_id="m", model_path="p", model_kind="llada", model_parameters=1, device="cpu",
+                             dtype="float32", preset="demo", sampler_params={}, seed=0, compressor="none",
+                             compressor_params={}, ratio_requested=1.0, bertscore_backbone="b", versions={},
+                             timings={})
+            item = models.Item(source="s", source_id="1", task="math", prompt="q")
+            condition = models.Condition(name="original", prompt_text="q", prompt_tokens=1)
+            condition.outputs += [models.Output(seed=0, text="a", token_ids=[], seconds=0, forward_calls=1),
+                                  models.Output(seed=0, text="b", token_ids=[], seconds=0, forward_calls=1)]
+            item.conditions.append(condition)
+            run.items.append(item)
+            session.add(run)
+    with session_scope(db_url) as session:
+        assert session.query(models.Run).count() == 0  # the failed transaction left nothing behind

@@ -1,0 +1,146 @@
+import csv
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core.__main__ import main
+from core.errors import UserError
+from core.experiments import CONDITIONS, NO_COMPRESSION, Plan, Runner, cancel, expand, find_or_create, total_units
+from core.service import Engine
+from db import models
+from db.session import session_scope
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_plan(model, **kw):
+    values = dict(name="tiny", source="gsm8k", n_prompts=3, compressors=[{"name": "random", "params": {"seed": 1}}],
+                  ratios=[1.5, 3.0], models=[str(model)], preset="custom",
+                  sampler={"gen_length": 16, "steps": 16, "block_length": 8}, batch_size=2)
+    values.update(kw)
+    return Plan.from_dict(values)
+
+
+def output_rows(url):
+    with session_scope(url) as session:
+        return session.execute(
+            select(models.Output.id, models.Item.source_id, models.Condition.name, models.Run.config_key,
+                   models.Output.text)
+            .join(models.Condition, models.Condition.id == models.Output.condition_id)
+            .join(models.Item, models.Item.id == models.Condition.item_id)
+            .join(models.Run, models.Run.id == models.Item.run_id)).all()
+
+
+def test_plan_expansion(tiny_checkpoint):
+    plan = tiny_plan(tiny_checkpoint, seeds=[0, 1], compressors=[{"name": "random"}, {"name": "truncate"}])
+    configs = expand(plan)
+    # Per seed: one baseline, then 2 compressors x 2 ratios, each with the three compressed conditions.
+    assert len(configs) == 2 * (1 + 4)
+    assert configs[0].compressor == NO_COMPRESSION and configs[0].conditions == ("original",)
+    assert configs[1].conditions == CONDITIONS[1:]
+    assert len({c.key for c in configs}) == len(configs)
+    assert total_units(plan, 3) == 3 * 2 * (1 + 4 * 3)
+    only = tiny_plan(tiny_checkpoint, conditions=["original", "compressed"])
+    assert total_units(only, 3) == 3 * (1 + 2)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"conditions": ["original", "sideways"]}, "Conditions must be among"),
+    ({"conditions": ["reasoning_on_reconstructed"]}, "needs the reconstructed condition"),
+    ({"ratios": [0.5]}, r"ratio must be in \(1, 20\]"),
+    ({"compressors": [{"name": "zip"}]}, "Unknown compressor"),
+    ({"source": "imdb"}, "Unknown prompt source"),
+    ({"sampler": {"block_length": 7}}, "not a multiple"),
+    ({"speed": "max"}, "Unknown plan key"),
+])
+def test_bad_plans_are_refused(tiny_checkpoint, change, message):
+    with pytest.raises(UserError, match=message):
+        tiny_plan(tiny_checkpoint, **change)
+
+
+def test_experiment_runs_every_condition_and_scores_it(tiny_checkpoint, db_url):
+    plan = tiny_plan(tiny_checkpoint)
+    experiment_id = find_or_create(plan, db_url)
+    assert find_or_create(plan, db_url) == experiment_id  # the same plan is the same experiment
+    messages = []
+    summary = Runner(experiment_id, Engine("cpu"), db_url, lambda f, m: messages.append(m)).run()
+    assert summary["status"] == "done" and summary["outputs"] == summary["total_units"] == 3 * (1 + 2 * 3)
+    assert "tokens/s" in messages[-1] and messages[-1].startswith("21/21")
+    rows = output_rows(db_url)
+    assert len(rows) == 21 and len({(r.source_id, r.name, r.config_key) for r in rows}) == 21
+    table = {(r["compressor"], r["ratio"], r["condition"], r["reference"], r["metric"]): r for r in summary["table"]}
+    assert ("none", 1.0, "original", "gold", "exact_match") in table
+    assert ("random", 3.0, "compressed", "original_output", "bertscore_r") in table
+    assert ("random", 1.5, "reconstructed", "original_prompt", "rougeL") in table
+    assert ("random", 1.5, "reasoning_on_reconstructed", "gold", "exact_match") in table
+    with session_scope(db_url) as session:
+        compressed = session.scalars(select(models.Condition).where(models.Condition.name == "compressed")).all()
+        assert all(c.words and c.ratio_achieved > 1 for c in compressed)
+        reconstructed = session.scalars(select(models.Condition).where(models.Condition.name == "reconstructed")).first()
+        assert reconstructed.prompt_text.startswith("The following text was compressed")
+    # Running a finished plan again changes nothing.
+    again = Runner(experiment_id, Engine("cpu"), db_url).run()
+    assert again["outputs"] == 21 and output_rows(db_url) == rows
+
+
+def test_export_csv_and_jsonl(tiny_checkpoint, db_url, capsys):
+    plan = tiny_plan(tiny_checkpoint, ratios=[2.0], conditions=["original", "compressed"])
+    experiment_id = find_or_create(plan, db_url)
+    Runner(experiment_id, Engine("cpu"), db_url).run()
+    assert main(["export", "--experiment", str(experiment_id), "--format", "jsonl", "--db", db_url]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 6 and {r["condition"] for r in lines} == {"original", "compressed"}
+    assert all("exact_match@gold" in r for r in lines)
+    assert main(["export", "--experiment", str(experiment_id), "--format", "csv", "--db", db_url]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["output"] for r in table] == [r["output"] for r in lines]
+    assert main(["export", "--experiment", "99", "--db", db_url]) == 2
+    assert "No experiment #99" in capsys.readouterr().err
+
+
+def test_killed_experiment_resumes_without_duplicates_or_losses(tiny_checkpoint, db_url, tmp_path):
+    plan = tiny_plan(tiny_checkpoint, n_prompts=4, batch_size=1)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan.to_dict()))
+    command = [sys.executable, "-m", "core", "experiment", "--plan", str(plan_file), "--db", db_url, "--json"]
+    env = {**os.environ, "COMPRESSLENS_DB_URL": db_url}
+    expected = total_units(plan, 4)
+    kill_after = random.Random(os.getpid()).randint(2, expected - 3)
+    worker = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            if len(output_rows(db_url)) >= kill_after:
+                break
+        except Exception:
+            pass  # the schema may not exist yet
+        time.sleep(0.05)
+    worker.kill()
+    worker.wait()
+    before = {(r.source_id, r.name, r.config_key): (r.id, r.text) for r in output_rows(db_url)}
+    assert kill_after <= len(before) < expected
+
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    summary = json.loads(finished.stdout)
+    after = {(r.source_id, r.name, r.config_key): (r.id, r.text) for r in output_rows(db_url)}
+    assert summary["status"] == "done" and len(after) == expected == summary["outputs"]
+    assert all(after[key] == value for key, value in before.items())  # nothing rewritten, nothing lost
+    with session_scope(db_url) as session:
+        assert session.scalar(select(func.count(models.Experiment.id))) == 1
+
+
+def test_cancel_stops_between_batches_and_a_rerun_finishes(tiny_checkpoint, db_url):
+    experiment_id = find_or_create(tiny_plan(tiny_checkpoint), db_url)
+    summary = Runner(experiment_id, Engine("cpu"), db_url, lambda f, m: cancel(db_url, experiment_id)).run()
+    assert summary["status"] == "cancelled" and 0 < summary["outputs"] < summary["total_units"]
+    resumed = Runner(experiment_id, Engine("cpu"), db_url).run()
+    assert resumed["status"] == "done" and resumed["outputs"] == resumed["total_units"]
