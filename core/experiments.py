@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
 from sqlalchemy import func, select
@@ -42,7 +42,7 @@ Progress = Callable[[float, str], None]
 @dataclass
 class Plan:
     name: str = "experiment"
-    source: str = "gsm8k"
+    source: str | list[str] = "gsm8k"  # one source or several; n_prompts are sampled from each
     n_prompts: int = 20
     sample_seed: int = 0
     compressors: list[dict] = field(default_factory=lambda: [{"name": "llmlingua2", "params": {}}])
@@ -73,9 +73,15 @@ class Plan:
     def model_ids(self) -> list[str]:
         return list(self.models) or [default_model()]
 
+    def sources(self) -> list[str]:
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
     def validate(self) -> None:
-        if self.source not in datasets.SOURCES:
-            raise UserError(f"Unknown prompt source {self.source!r}; choose one of: {', '.join(datasets.SOURCES)}")
+        for source in self.sources():
+            if source not in datasets.SOURCES:
+                raise UserError(f"Unknown prompt source {source!r}; choose one of: {', '.join(datasets.SOURCES)}")
+        if not self.sources():
+            raise UserError("A plan needs at least one prompt source")
         if int(self.n_prompts) < 1 or int(self.batch_size) < 1:
             raise UserError("n_prompts and batch_size must be at least 1")
         bad = [c for c in self.conditions if c not in CONDITIONS]
@@ -147,9 +153,22 @@ def expand(plan: Plan) -> list[Config]:
 
 
 def sample_prompts(plan: Plan) -> list[datasets.Sample]:
-    pool = datasets.load_source(plan.source)
-    chosen = random.Random(plan.sample_seed).sample(range(len(pool)), min(plan.n_prompts, len(pool)))
-    return [pool[i] for i in chosen]
+    """n_prompts from each source, seeded; ids carry their source so several sources never collide."""
+    samples = []
+    for source in plan.sources():
+        pool = datasets.load_source(source)
+        chosen = random.Random(f"{plan.sample_seed}-{source}").sample(range(len(pool)), min(plan.n_prompts, len(pool)))
+        samples += [replace(pool[i], source_id=f"{source}/{pool[i].source_id}") for i in chosen]
+    return samples
+
+
+def published_study(model: str | None = None) -> Plan:
+    """The study this tool reproduces: 250 prompts each of GSM8K, the summarization set and ShareGPT,
+    LLMLingua-2 at ratio 2, the four conditions, one seed."""
+    return Plan(name="published study: LLMLingua-2 x2 on LLaDA", source=["gsm8k", "cnndm", "sharegpt"],
+                n_prompts=250, compressors=[{"name": "llmlingua2", "params": {}}], ratios=[2.0],
+                conditions=list(CONDITIONS), seeds=[0], models=[model] if model else [],
+                gen_length={"math": 256, "summarization": 256, "chat": 256})
 
 
 def total_units(plan: Plan, n_items: int) -> int:
@@ -157,12 +176,14 @@ def total_units(plan: Plan, n_items: int) -> int:
 
 
 def find_or_create(plan: Plan, db_url: str) -> int:
-    """The experiment with this exact plan (to resume it), or a new one."""
+    """The experiment with this exact plan, reopened if it was cancelled or failed, or a new one."""
     plan.validate()
     wanted = plan.to_dict()
     with session_scope(db_url) as session:
         for experiment in session.scalars(select(models.Experiment).where(models.Experiment.name == plan.name)):
             if experiment.plan == wanted:
+                if experiment.status in ("cancelled", "failed"):
+                    experiment.status = "queued"
                 return experiment.id
         experiment = models.Experiment(name=plan.name, plan=wanted, status="queued",
                                        total_units=total_units(plan, len(sample_prompts(plan))))
@@ -269,6 +290,8 @@ class Runner:
         return {} if run_id is None else self._stored(run_id, "original")
 
     def run(self) -> dict:
+        if self._cancel_requested():  # cancelled while it waited in the queue
+            return self.summary()
         self._set(status="running", error=None)
         started = time.perf_counter()
         total = total_units(self.plan, len(self.samples))

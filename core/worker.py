@@ -34,6 +34,18 @@ def submit_compare(db_url: str, request: CompareRequest) -> int:
         return job.id
 
 
+def submit_experiment(db_url: str, plan) -> tuple[int, int]:
+    """Queue a plan (a new experiment, or the unfinished one with the same plan); returns (experiment, job)."""
+    from core.experiments import find_or_create
+
+    experiment_id = find_or_create(plan, db_url)
+    with session_scope(db_url) as session:
+        job = Job(kind="experiment", params={"experiment_id": experiment_id}, status="queued", message="Queued")
+        session.add(job)
+        session.flush()
+        return experiment_id, job.id
+
+
 def job_state(db_url: str, job_id: int) -> dict | None:
     with session_scope(db_url) as session:
         job = session.get(Job, job_id)
@@ -83,10 +95,18 @@ class Worker:
                 self._set(job.id, progress=fraction, message=message)
 
         try:
-            if job.kind != "compare":
+            if job.kind == "compare":
+                view = compare(CompareRequest.from_dict(job.params), self.engine, self.db_url, progress)
+                self._set(job.id, status="done", progress=1.0, message="Done", run_id=view["run_id"],
+                          finished_at=utcnow())
+            elif job.kind == "experiment":
+                from core.experiments import Runner
+
+                summary = Runner(job.params["experiment_id"], self.engine, self.db_url, progress).run()
+                self._set(job.id, status=summary["status"], finished_at=utcnow(),
+                          message=f"{summary['status'].capitalize()}: {summary['outputs']}/{summary['total_units']}")
+            else:
                 raise UserError(f"Unknown job kind {job.kind!r}")
-            view = compare(CompareRequest.from_dict(job.params), self.engine, self.db_url, progress)
-            self._set(job.id, status="done", progress=1.0, message="Done", run_id=view["run_id"], finished_at=utcnow())
         except UserError as exc:
             self._set(job.id, status="failed", error=str(exc), message="Failed", finished_at=utcnow())
         except Exception as exc:  # the worker must outlive any single job

@@ -139,9 +139,12 @@ def test_killed_experiment_resumes_without_duplicates_or_losses(tiny_checkpoint,
 
 
 def test_cancel_stops_between_batches_and_a_rerun_finishes(tiny_checkpoint, db_url):
-    experiment_id = find_or_create(tiny_plan(tiny_checkpoint), db_url)
+    plan = tiny_plan(tiny_checkpoint)
+    experiment_id = find_or_create(plan, db_url)
     summary = Runner(experiment_id, Engine("cpu"), db_url, lambda f, m: cancel(db_url, experiment_id)).run()
     assert summary["status"] == "cancelled" and 0 < summary["outputs"] < summary["total_units"]
+    assert Runner(experiment_id, Engine("cpu"), db_url).run()["outputs"] == summary["outputs"]  # stays cancelled
+    assert find_or_create(plan, db_url) == experiment_id  # submitting the plan again reopens it
     resumed = Runner(experiment_id, Engine("cpu"), db_url).run()
     assert resumed["status"] == "done" and resumed["outputs"] == resumed["total_units"]
 
@@ -160,3 +163,18 @@ def test_study_shape_on_the_demo_model_within_ci_time(db_url):
         assert cells[(ratio, "reconstructed", "original_prompt", "bertscore_f1")] == 20
         assert cells[(ratio, "reasoning_on_reconstructed", "original_output", "bleu")] == 20
     assert time.perf_counter() - started < 600
+
+
+def test_several_sources_and_the_published_study_preset():
+    from core.experiments import published_study, sample_prompts
+
+    plan = Plan.from_dict({"source": ["gsm8k", "cnndm", "sharegpt"], "n_prompts": 4, "compressors": [],
+                           "conditions": ["original"], "models": ["compresslens/math-demo"]})
+    samples = sample_prompts(plan)
+    assert len(samples) == 12 and len({s.source_id for s in samples}) == 12
+    assert {s.task for s in samples} == {"math", "summarization", "chat"}
+    assert samples == sample_prompts(plan)
+    study = published_study("GSAI-ML/LLaDA-8B-Instruct")
+    assert study.sources() == ["gsm8k", "cnndm", "sharegpt"] and study.n_prompts == 250 and study.ratios == [2.0]
+    assert tuple(study.conditions) == CONDITIONS and study.compressors[0]["name"] == "llmlingua2"
+    assert total_units(study, 750) == 750 * (1 + 3)
