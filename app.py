@@ -39,6 +39,7 @@ with st.sidebar:
 
 page = st.navigation([
     st.Page("pages/playground.py", title="Playground", icon=":material/science:", default=True),
+    st.Page("pages/experiments.py", title="Experiments", icon=":material/lab_profile:"),
     st.Page("pages/history.py", title="History", icon=":material/history:"),
 ])
 page.run()

@@ -9,7 +9,8 @@ from core.compressors import REGISTRY
 from core.datasets import SOURCES, TASK_INSTRUCTIONS
 from core.render import md_escape
 from core.worker import job_state
-from db.models import Job
+from core.llada.sampler import PRESETS
+from db.models import Experiment, Job
 from db.queries import run_count
 from db.session import session_scope
 
@@ -166,3 +167,35 @@ def test_offline_default_is_the_demo_model_and_the_page_says_so(db_url, monkeypa
     assert "1 of 1,467 of LLaDA-8B" in at.warning[0].value
     verdicts = [t.value for t in at.text if t.value.startswith("Extracted answer")]
     assert verdicts[0].endswith("(correct)")  # the original prompt is answered right
+
+
+def test_experiments_page_queues_a_plan_and_follows_it(page_env, tiny_checkpoint):
+    at = AppTest.from_file(str(PAGES / "experiments.py"), default_timeout=120)
+    at.run()
+    assert at.info[0].value == "No experiments yet."
+    at.text_input[0].input("page study")
+    at.text_input[1].input("1.5, 3")
+    at.number_input[0].set_value(2)
+    at.text_area[0].input(str(tiny_checkpoint))
+    at.selectbox[0].select_index(1 + list(PRESETS).index("small"))
+    at.button[0].click()  # the form's submit button
+    at.run()
+    assert not at.exception, at.exception
+    assert at.success[0].value == "Experiment #1 queued."
+    with session_scope(page_env) as session:
+        experiment = session.get(Experiment, 1)
+        assert experiment.plan["ratios"] == [1.5, 3.0] and experiment.plan["n_prompts"] == 2
+        assert experiment.total_units == 2 * (1 + 2 * 3)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        with session_scope(page_env) as session:
+            if session.get(Experiment, 1).status == "done":
+                break
+        time.sleep(0.5)
+    at.run()
+    assert at.dataframe[0].value.loc[1, "status"] == "done" and at.dataframe[0].value.loc[1, "done"] == 14
+
+    at.text_input[1].input("one, two")
+    at.button[0].click()
+    at.run()
+    assert at.error[0].value == "Not a list of numbers: 'one, two'"
