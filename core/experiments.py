@@ -418,7 +418,8 @@ def export_rows(db_url: str, experiment_id: int) -> list[dict]:
                    "compressor": run.compressor, "ratio": run.ratio_requested, "seed": output.seed,
                    "source": item.source, "source_id": item.source_id, "task": item.task,
                    "condition": condition.name, "ratio_achieved": condition.ratio_achieved,
-                   "prompt_tokens": condition.prompt_tokens, "prompt": condition.prompt_text, "output": output.text,
+                   "prompt_tokens": condition.prompt_tokens, "item_prompt": item.prompt,
+                   "prompt": condition.prompt_text, "output": output.text,
                    "extracted_answer": output.extracted_answer, "gold_answer": item.gold_answer}
             row.update({f"{m.name}@{m.reference}": m.value for m in output.metrics})
             rows.append(row)

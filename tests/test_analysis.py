@@ -1,0 +1,64 @@
+import pandas as pd
+import pytest
+
+from core import analysis
+from core.experiments import Runner, find_or_create
+from core.service import Engine
+from tests.test_experiments import tiny_plan
+
+
+def synthetic():
+    """Five math prompts: the baseline right on all, compression at ratio 2 wrong on 3 of them."""
+    rows = []
+    for i in range(5):
+        common = {"model": "m", "seed": 0, "source_id": f"p{i}", "task": "math",
+                  "item_prompt": f"Tom has {i + 10} apples and 3 pears."}
+        rows.append({**common, "condition": "original", "compressor": "none", "ratio": 1.0, "prompt_tokens": 10 + i,
+                     "prompt": common["item_prompt"], "exact_match@gold": 1.0})
+        kept_number = i < 2
+        rows.append({**common, "condition": "compressed", "compressor": "random", "ratio": 2.0, "prompt_tokens": 5,
+                     "prompt": f"Tom {i + 10} apples" if kept_number else "Tom apples",
+                     "exact_match@gold": 1.0 if kept_number else 0.0,
+                     "bertscore_p@original_output": 0.9, "bertscore_r@original_output": 0.8})
+    return pd.DataFrame(rows)
+
+
+def test_ratio_curve_starts_at_the_baseline():
+    curve = analysis.ratio_curves(synthetic(), "exact_match@gold")
+    assert curve[["ratio", "mean", "n"]].values.tolist() == [[1.0, 1.0, 5], [2.0, 0.4, 5]]
+    assert (curve["low"] <= curve["mean"]).all() and (curve["mean"] <= curve["high"]).all()
+
+
+def test_significance_pairs_by_prompt():
+    table = analysis.significance(synthetic())
+    row = table[table["metric"] == "exact_match@gold"].iloc[0]
+    assert row["test"] == "McNemar (exact)" and row["n"] == 5
+    assert row["difference"] == pytest.approx(-0.6) and row["p_value"] == pytest.approx(0.25)  # 2 * (1/2)^3
+
+
+def test_numbers_kept_precision_recall_and_study_table():
+    kept = analysis.numbers_kept(synthetic())
+    assert kept["numbers_kept"].tolist() == [0.5, 0.5, 0.0, 0.0, 0.0]
+    assert kept["correct"].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
+    pr = analysis.precision_recall(synthetic())
+    assert len(pr) == 5 and (pr["recall"] < pr["precision"]).all()
+    table = analysis.study_table(synthetic(), "gold")
+    assert table.loc[("original", "math"), "exact_match"] == 1.0
+    assert table.loc[("compressed", "math"), "exact_match"] == pytest.approx(0.4)
+
+
+def test_analysis_of_a_stored_experiment(tiny_checkpoint, db_url):
+    plan = tiny_plan(tiny_checkpoint, seeds=[0, 1])
+    experiment_id = find_or_create(plan, db_url)
+    Runner(experiment_id, Engine("cpu"), db_url).run()
+    frame = analysis.outputs_frame(db_url, experiment_id)
+    assert len(frame) == 2 * 3 * (1 + 2 * 3)
+    curve = analysis.ratio_curves(frame, "exact_match@gold")
+    assert sorted(curve["ratio"].unique()) == [1.0, 1.5, 3.0]
+    sig = analysis.significance(frame)
+    assert set(sig["condition"]) == {"compressed", "reasoning_on_reconstructed"} and (sig["n"] == 3).all()
+    spread = analysis.seed_variance(frame)
+    assert (spread["seeds"] == 2).all()
+    assert not analysis.length_control(frame).empty
+    table = analysis.study_table(frame, "original_output")
+    assert {"compressed", "reasoning_on_reconstructed"} <= set(table.index.get_level_values("condition"))
