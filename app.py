@@ -40,6 +40,7 @@ with st.sidebar:
 page = st.navigation([
     st.Page("pages/playground.py", title="Playground", icon=":material/science:", default=True),
     st.Page("pages/experiments.py", title="Experiments", icon=":material/lab_profile:"),
+    st.Page("pages/results.py", title="Results", icon=":material/monitoring:"),
     st.Page("pages/history.py", title="History", icon=":material/history:"),
 ])
 page.run()

@@ -199,3 +199,23 @@ def test_experiments_page_queues_a_plan_and_follows_it(page_env, tiny_checkpoint
     at.button[0].click()
     at.run()
     assert at.error[0].value == "Not a list of numbers: 'one, two'"
+
+
+def test_results_page_shows_curves_tables_and_tests(page_env, tiny_checkpoint):
+    from core.experiments import Runner, find_or_create
+    from core.service import Engine
+    from tests.test_experiments import tiny_plan
+
+    at = AppTest.from_file(str(PAGES / "results.py"), default_timeout=120)
+    at.run()
+    assert at.info[0].value.startswith("No experiments yet")
+    experiment_id = find_or_create(tiny_plan(tiny_checkpoint), page_env)
+    Runner(experiment_id, Engine("cpu"), page_env).run()
+    at = AppTest.from_file(str(PAGES / "results.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    curve, study, significance = at.dataframe[0].value, at.dataframe[1].value, at.dataframe[2].value
+    assert sorted(curve["ratio"].unique()) == [1.0, 1.5, 3.0] and (curve["low"] <= curve["high"]).all()
+    assert ("original", "math") in study.index
+    assert set(significance["test"]) >= {"McNemar (exact)"}
+    assert len(at.get("download_button")) >= 4
