@@ -59,13 +59,28 @@ def run_view(session: Session, run_id: int) -> dict:
     }
 
 
+def gold_verdicts(run: Run) -> dict[str, float]:
+    """Exact match against the gold answer by condition, for the run's (single) prompt."""
+    return {c.name: m.value for item in run.items for c in item.conditions for o in c.outputs
+            for m in o.metrics if m.name == "exact_match" and m.reference == "gold"}
+
+
 def run_summaries(session: Session, compressor: str | None = None, model: str | None = None,
-                  task: str | None = None, limit: int = 500) -> list[dict]:
-    """One row per run, newest first, for the history table."""
+                  task: str | None = None, since=None, until=None, flipped: bool = False,
+                  limit: int = 500) -> list[dict]:
+    """One row per Playground run, newest first, for the history table (experiments have the Results page).
+
+    ``flipped`` keeps the runs whose answer was right on one prompt and wrong on the other.
+    """
     query = (select(Run, Item, Condition)
              .join(Item, Item.run_id == Run.id)
              .join(Condition, (Condition.item_id == Item.id) & (Condition.name == "compressed"))
+             .where(Run.kind == "compare")
              .order_by(Run.id.desc()).limit(limit))
+    if since is not None:
+        query = query.where(Run.created_at >= since)
+    if until is not None:
+        query = query.where(Run.created_at < until)
     if compressor:
         query = query.where(Run.compressor == compressor)
     if model:
@@ -74,13 +89,26 @@ def run_summaries(session: Session, compressor: str | None = None, model: str | 
         query = query.where(Item.task == task)
     rows = []
     for run, item, condition in session.execute(query):
+        verdicts = gold_verdicts(run)
+        flip = len(verdicts) == 2 and verdicts["original"] != verdicts["compressed"]
+        if flipped and not flip:
+            continue
         rows.append({
             "run": run.id, "created": run.created_at.isoformat(sep=" ", timespec="seconds"), "model": run.model_id,
             "compressor": run.compressor, "ratio asked": run.ratio_requested,
             "ratio achieved": round(condition.ratio_achieved, 2), "task": item.task, "source": item.source,
-            "preset": run.preset, "seed": run.seed, "prompt": item.prompt[:80],
+            "preset": run.preset, "seed": run.seed, "flipped": flip, "prompt": item.prompt[:80],
         })
     return rows
+
+
+def delete_run(session: Session, run_id: int) -> bool:
+    """Delete one run with its items, conditions, outputs and metrics; jobs keep their row, unlinked."""
+    run = session.get(Run, run_id)
+    if run is None:
+        return False
+    session.delete(run)
+    return True
 
 
 def run_count(session: Session) -> int:

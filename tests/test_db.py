@@ -43,3 +43,33 @@ def test_one_output_per_condition_and_seed(db_url):
             session.add(run)
     with session_scope(db_url) as session:
         assert session.query(models.Run).count() == 0  # the failed transaction left nothing behind
+
+
+def test_history_filters_flips_and_dates_and_deletes(tiny_checkpoint, db_url, capsys):
+    from datetime import datetime, timedelta
+
+    from core.__main__ import main
+    from db.queries import delete_run, run_summaries
+
+    for seed in (0, 1):
+        assert main(["compare", "--model", str(tiny_checkpoint), "--prompt", "Tom has 3 apples and 5 pears.",
+                     "--compressor", "random", "--ratio", "2", "--gold", "8", "--seed", str(seed),
+                     "--db", db_url, "--json"]) == 0
+    capsys.readouterr()
+    with session_scope(db_url) as session:
+        assert [r["run"] for r in run_summaries(session)] == [2, 1]
+        assert run_summaries(session, flipped=True) == []
+        metric = session.execute(
+            text("SELECT metrics.id FROM metrics JOIN outputs ON outputs.id = metrics.output_id "
+                 "JOIN conditions ON conditions.id = outputs.condition_id JOIN items ON items.id = conditions.item_id "
+                 "WHERE items.run_id = 1 AND conditions.name = 'compressed' AND metrics.reference = 'gold'")).scalar()
+        session.get(models.Metric, metric).value = 1.0  # the compressed prompt got it right, the original did not
+    with session_scope(db_url) as session:
+        assert [r["run"] for r in run_summaries(session, flipped=True)] == [1]
+        tomorrow = datetime.now() + timedelta(days=1)
+        assert run_summaries(session, since=tomorrow) == []
+        assert len(run_summaries(session, until=tomorrow)) == 2
+        assert delete_run(session, 1) and not delete_run(session, 99)
+    with session_scope(db_url) as session:
+        assert [r["run"] for r in run_summaries(session)] == [2]
+        assert session.query(models.Output).count() == 2  # run 1's outputs went with it
