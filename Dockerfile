@@ -16,5 +16,5 @@ COPY . .
 
 ENV PATH=/venv/bin:$PATH COMPRESSLENS_MODEL=GSAI-ML/LLaDA-8B-Instruct
 EXPOSE 8501
-CMD ["python", "-m", "streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.headless=true", \
+CMD ["python", "scripts/serve.py", "run", "app.py", "--server.address=0.0.0.0", "--server.headless=true", \
      "--browser.gatherUsageStats=false"]

@@ -31,7 +31,7 @@ def dashboard(tiny_checkpoint, tmp_path):
     env = {**os.environ, "COMPRESSLENS_MODEL": str(tiny_checkpoint), "COMPRESSLENS_HOME": str(tmp_path),
            "COMPRESSLENS_DB_URL": f"sqlite:///{tmp_path / 'browser.db'}"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+        [sys.executable, "scripts/serve.py", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -75,4 +75,21 @@ def test_run_renders_escaped_text_and_a_drawn_chart(dashboard):
         assert page.locator(".cl-drop").count() > 0
         bars = page.locator(".js-plotly-plot .main-svg .bars path")
         assert bars.count() >= 7  # BLEU, ROUGE-1/2/L, BERTScore P/R/F1 of the compressed output
+        browser.close()
+
+
+def test_first_visit_to_a_page_url_keeps_the_app_navigation(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.goto(dashboard + "/results")  # the server's very first visit, straight to a page
+        page.get_by_role("heading", name="Results").wait_for(timeout=60_000)
+        nav = page.get_by_test_id("stSidebarNav").inner_text()
+        assert "Playground" in nav and "Experiments" in nav
+        assert "shared" not in nav and "app" not in nav.split()  # no raw file names from pages/
+        assert "Device:" in page.get_by_test_id("stSidebarUserContent").inner_text()  # app.py ran
         browser.close()
