@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
-from core.generator import Generation, ModelInfo, StepCallback, hub_revision
+from core.generator import Generation, ModelInfo, StepCallback, check_lengths, hub_revision, left_pad
 from core.llada import loader
 from core.llada.sampler import SamplerParams
 
@@ -93,10 +93,7 @@ class ARGenerator:
         return len(self.encode_prompt(prompt))
 
     def check_fits(self, prompts: list[str], params: SamplerParams) -> None:
-        for prompt in prompts:
-            if self.prompt_length(prompt) + params.gen_length > self.info.max_length:
-                raise UserError(f"Prompt of {self.prompt_length(prompt)} tokens plus {params.gen_length} generated "
-                                f"tokens exceeds the model's context of {self.info.max_length} tokens.")
+        check_lengths([self.prompt_length(p) for p in prompts], params.gen_length, self.info.max_length)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], params: SamplerParams, seed: int,
@@ -104,15 +101,11 @@ class ARGenerator:
         """Greedy at temperature 0, else sampling at that temperature; ``gen_length`` new tokens at most."""
         from transformers import LogitsProcessor, LogitsProcessorList
 
-        self.check_fits(prompts, params)
         encoded = [self.encode_prompt(p) for p in prompts]
-        width = max(len(ids) for ids in encoded)
+        check_lengths([len(ids) for ids in encoded], params.gen_length, self.info.max_length)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
+        input_ids, attention_mask = left_pad(encoded, pad)
+        width = input_ids.shape[1]
 
         class Progress(LogitsProcessor):
             """Counts decoding steps (one forward each) and reports them."""

@@ -48,6 +48,25 @@ class Generator(Protocol):
                  on_step: StepCallback | None = None) -> list[Generation]: ...
 
 
+def check_lengths(prompt_lengths: list[int], gen_length: int, max_length: int) -> None:
+    """Refuse prompts that with the answer would not fit the model's context."""
+    for length in prompt_lengths:
+        if length + gen_length > max_length:
+            raise UserError(f"Prompt of {length} tokens plus {gen_length} generated tokens exceeds the model's "
+                            f"context of {max_length} tokens; shorten the prompt or gen_length.")
+
+
+def left_pad(encoded: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask) of token lists left-padded to one width; the mask marks real tokens with 1."""
+    width = max(len(ids) for ids in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, tokens in enumerate(encoded):
+        ids[row, width - len(tokens):] = torch.tensor(tokens)
+        mask[row, width - len(tokens):] = 1
+    return ids, mask
+
+
 def hub_revision(model_dir: Path) -> str | None:
     """The commit hash when the directory is a hub cache snapshot (…/snapshots/<hash>)."""
     return model_dir.name if model_dir.parent.name == "snapshots" else None
@@ -82,27 +101,17 @@ class LLaDAGenerator:
         return len(self.encode_prompt(prompt))
 
     def check_fits(self, prompts: list[str], params: sampler.SamplerParams) -> None:
-        for prompt in prompts:
-            total = self.prompt_length(prompt) + params.gen_length
-            if total > self.info.max_length:
-                raise UserError(
-                    f"Prompt of {self.prompt_length(prompt)} tokens plus {params.gen_length} generated tokens "
-                    f"exceeds the model's context of {self.info.max_length} tokens; shorten the prompt or gen_length."
-                )
+        check_lengths([self.prompt_length(p) for p in prompts], params.gen_length, self.info.max_length)
 
     def generate(self, prompts: list[str], params: sampler.SamplerParams, seed: int,
                  on_step: StepCallback | None = None) -> list[Generation]:
         problems = params.problems()
         if problems:
             raise UserError("Sampler settings: " + "; ".join(problems))
-        self.check_fits(prompts, params)
         encoded = [self.encode_prompt(p) for p in prompts]
-        width = max(len(ids) for ids in encoded)
-        prompt = torch.full((len(encoded), width), self.eos_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            prompt[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
+        check_lengths([len(ids) for ids in encoded], params.gen_length, self.info.max_length)
+        prompt, attention_mask = left_pad(encoded, self.eos_id)
+        width = prompt.shape[1]
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         started = time.perf_counter()
         out = sampler.generate(
