@@ -36,6 +36,11 @@ def table_with_download(table, name: str) -> None:
                        mime="text/csv", key=f"csv-{name}")
 
 
+def chart_and_table(figure, table, name: str) -> None:
+    st.plotly_chart(figure, width="stretch", config=CHART_CONFIG)
+    table_with_download(table, name)
+
+
 curves, study, tests, drift, numbers, lengths = st.tabs(
     ["Metric vs ratio", "Study table", "Significance", "Omission vs drift", "Numbers kept", "Length control"])
 
@@ -52,8 +57,7 @@ with curves:
         figure = px.line(curve, x="ratio", y="mean", color="line", markers=True,
                          error_y=curve["high"] - curve["mean"], error_y_minus=curve["mean"] - curve["low"],
                          labels={"mean": f"{metric} (mean, 95% bootstrap CI)", "ratio": "compression ratio"})
-        st.plotly_chart(figure, width="stretch", config=CHART_CONFIG)
-        table_with_download(curve.drop(columns="line"), "ratio-curves")
+        chart_and_table(figure, curve.drop(columns="line"), "ratio-curves")
 
 with study:
     reference = st.selectbox("Scored against", ["gold", "reference_summary", "original_output", "original_prompt"])
@@ -75,8 +79,7 @@ with drift:
         figure = px.scatter(pr, x="precision", y="recall", color="ratio", symbol="compressor",
                             hover_data=["source_id", "task"], range_x=[0, 1.02], range_y=[0, 1.02])
         figure.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dot", "color": "grey"})
-        st.plotly_chart(figure, width="stretch", config=CHART_CONFIG)
-        table_with_download(pr, "precision-recall")
+        chart_and_table(figure, pr, "precision-recall")
 
 with numbers:
     kept = analysis.numbers_kept(frame)
@@ -86,8 +89,7 @@ with numbers:
         summary = kept.groupby(["compressor", "ratio", "numbers_kept"])["correct"].agg(["mean", "count"]).reset_index()
         figure = px.scatter(summary, x="numbers_kept", y="mean", size="count", color="ratio", symbol="compressor",
                             labels={"numbers_kept": "share of the prompt's numbers kept", "mean": "accuracy"})
-        st.plotly_chart(figure, width="stretch", config=CHART_CONFIG)
-        table_with_download(kept, "numbers-kept")
+        chart_and_table(figure, kept, "numbers-kept")
 
 with lengths:
     table = analysis.length_control(frame)
@@ -95,5 +97,4 @@ with lengths:
         st.info("Not enough exact-match values to bin by length.")
     else:
         figure = px.bar(table, x="tokens", y="accuracy", color="length of", barmode="group", hover_data=["n"])
-        st.plotly_chart(figure, width="stretch", config=CHART_CONFIG)
-        table_with_download(table, "length-control")
+        chart_and_table(figure, table, "length-control")

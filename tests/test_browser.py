@@ -1,6 +1,7 @@
 """What only a browser shows: the dashboard served by `streamlit run`, driven in Debian's Chromium."""
 
 import os
+from contextlib import contextmanager
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def chromium():
+    """Debian's Chromium with the flags this offline machine needs."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture
@@ -50,12 +66,7 @@ def dashboard(tiny_checkpoint, tmp_path):
 
 
 def test_run_renders_escaped_text_and_a_drawn_chart(dashboard):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 3000})
         dialogs = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -75,16 +86,10 @@ def test_run_renders_escaped_text_and_a_drawn_chart(dashboard):
         assert page.locator(".cl-drop").count() > 0
         bars = page.locator(".js-plotly-plot .main-svg .bars path")
         assert bars.count() >= 7  # BLEU, ROUGE-1/2/L, BERTScore P/R/F1 of the compressed output
-        browser.close()
 
 
 def test_first_visit_to_a_page_url_keeps_the_app_navigation(dashboard):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+    with chromium() as browser:
         page = browser.new_page()
         page.goto(dashboard + "/results")  # the server's very first visit, straight to a page
         page.get_by_role("heading", name="Results").wait_for(timeout=60_000)
@@ -92,4 +97,3 @@ def test_first_visit_to_a_page_url_keeps_the_app_navigation(dashboard):
         assert "Playground" in nav and "Experiments" in nav
         assert "shared" not in nav and "app" not in nav.split()  # no raw file names from pages/
         assert "Device:" in page.get_by_test_id("stSidebarUserContent").inner_text()  # app.py ran
-        browser.close()
