@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from core.experiments import export_rows
+from core.experiments import CONDITIONS, export_rows
 from core.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread
 
 EM = "exact_match@gold"
@@ -59,7 +59,7 @@ def study_table(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
         return pd.DataFrame()
     table = frame.groupby(["condition", "task"])[wanted].mean()
     table.columns = [c.replace(f"@{reference}", "") for c in table.columns]
-    order = {c: i for i, c in enumerate(("original", "compressed", "reconstructed", "reasoning_on_reconstructed"))}
+    order = {c: i for i, c in enumerate(CONDITIONS)}
     return table.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, 99)) if idx.name == "condition" else idx)
 
 

