@@ -116,4 +116,7 @@ def run_count(session: Session) -> int:
 
 
 def distinct_values(session: Session, column) -> list[str]:
-    return sorted(v for v in session.scalars(select(column).distinct()) if v is not None)
+    """The values of a run or item column among Playground runs, the ones History lists."""
+    query = (select(column).select_from(Run).join(Item, Item.run_id == Run.id)
+             .where(Run.kind == "compare").distinct())
+    return sorted(v for v in session.scalars(query) if v is not None)

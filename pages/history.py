@@ -19,7 +19,7 @@ with session_scope(db_url()) as session:
     compressor_names = distinct_values(session, Run.compressor)
     tasks = distinct_values(session, Item.task)
 
-cols = st.columns([2, 2, 1, 2, 1])
+cols = st.columns([2, 2, 1, 2, 1.5])
 model = cols[0].selectbox("Model", ["(all)"] + models)
 compressor = cols[1].selectbox("Compressor", ["(all)"] + compressor_names)
 task = cols[2].selectbox("Task", ["(all)"] + tasks)
