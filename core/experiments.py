@@ -42,7 +42,8 @@ Progress = Callable[[float, str], None]
 @dataclass
 class Plan:
     name: str = "experiment"
-    source: str | list[str] = "gsm8k"  # one source or several; n_prompts are sampled from each
+    # One source or several, each a registered name or a spec dict (see core.datasets); n_prompts from each.
+    source: str | dict | list[str | dict] = "gsm8k"
     n_prompts: int = 20
     sample_seed: int = 0
     compressors: list[dict] = field(default_factory=lambda: [{"name": "llmlingua2", "params": {}}])
@@ -73,15 +74,18 @@ class Plan:
     def model_ids(self) -> list[str]:
         return list(self.models) or [default_model()]
 
-    def sources(self) -> list[str]:
-        return [self.source] if isinstance(self.source, str) else list(self.source)
+    def sources(self) -> list[str | dict]:
+        return [self.source] if isinstance(self.source, (str, dict)) else list(self.source)
 
     def validate(self) -> None:
+        names = []
         for source in self.sources():
-            if source not in datasets.SOURCES:
-                raise UserError(f"Unknown prompt source {source!r}; choose one of: {', '.join(datasets.SOURCES)}")
-        if not self.sources():
+            datasets.check_source(source)
+            names.append(datasets.source_name(source))
+        if not names:
             raise UserError("A plan needs at least one prompt source")
+        if len(set(names)) < len(names):
+            raise UserError(f"Two prompt sources share a name ({', '.join(names)}); their prompt ids would collide")
         if int(self.n_prompts) < 1 or int(self.batch_size) < 1:
             raise UserError("n_prompts and batch_size must be at least 1")
         bad = [c for c in self.conditions if c not in CONDITIONS]
@@ -98,8 +102,12 @@ class Plan:
                 compressors.check_ratio(ratio)
         if not self.seeds:
             raise UserError("A plan needs at least one seed")
+        for task in set(self.gen_length) | set(self.instructions or {}):
+            if task != "reconstruct":
+                datasets.check_task(task)
         for model_id in self.model_ids():
-            self.sampler_params(model_id, "math")
+            for task in ("math", *self.gen_length):
+                self.sampler_params(model_id, task)
 
     def sampler_params(self, model_id: str, task: str) -> SamplerParams:
         params = CompareRequest(prompt="-", model=model_id, preset=self.preset, sampler=self.sampler).sampler_params()
@@ -111,6 +119,11 @@ class Plan:
             if params.problems():
                 raise UserError(f"gen_length {self.gen_length[task]} for {task}: " + "; ".join(params.problems()))
         return params
+
+    def generation_params(self, model_id: str, task: str, condition: str) -> SamplerParams:
+        """A reconstruction uses gen_length["reconstruct"] when the plan sets it, else its task's."""
+        reconstructing = condition == "reconstructed" and "reconstruct" in self.gen_length
+        return self.sampler_params(model_id, "reconstruct" if reconstructing else task)
 
     def instruction(self, model_id: str, task: str) -> str:
         if self.instructions is not None:
@@ -153,12 +166,13 @@ def expand(plan: Plan) -> list[Config]:
 
 
 def sample_prompts(plan: Plan) -> list[datasets.Sample]:
-    """n_prompts from each source, seeded; ids carry their source so several sources never collide."""
+    """n_prompts from each source, seeded; ids carry their source's name so several sources never collide."""
     samples = []
     for source in plan.sources():
         pool = datasets.load_source(source)
-        chosen = random.Random(f"{plan.sample_seed}-{source}").sample(range(len(pool)), min(plan.n_prompts, len(pool)))
-        samples += [replace(pool[i], source_id=f"{source}/{pool[i].source_id}") for i in chosen]
+        name = datasets.source_name(source)
+        chosen = random.Random(f"{plan.sample_seed}-{name}").sample(range(len(pool)), min(plan.n_prompts, len(pool)))
+        samples += [replace(pool[i], source_id=f"{name}/{pool[i].source_id}") for i in chosen]
     return samples
 
 
@@ -239,12 +253,18 @@ class Runner:
             if existing is not None:
                 return existing
             info = generator.info
-            params = self.plan.sampler_params(config.model, self.samples[0].task)
+            # An experiment run's sampler_params: {task: params} for every task among its prompts, and, when
+            # the run has the reconstructed condition, the reconstruction's own {task: params} under "reconstructed".
+            tasks = sorted({s.task for s in self.samples})
+            params = {task: self.plan.generation_params(config.model, task, "original").to_dict() for task in tasks}
+            if "reconstructed" in config.conditions:
+                params["reconstructed"] = {task: self.plan.generation_params(config.model, task, "reconstructed")
+                                           .to_dict() for task in tasks}
             run = models.Run(
                 experiment_id=self.experiment_id, config_key=config.key, kind="experiment", model_id=config.model,
                 model_path=info.local_path, model_revision=info.revision, model_kind=info.kind,
                 model_parameters=info.parameters, model_notes=info.notes, device=info.device, dtype=info.dtype,
-                preset=self.plan.preset or "model default", sampler_params=params.to_dict(), seed=config.seed,
+                preset=self.plan.preset or "model default", sampler_params=params, seed=config.seed,
                 compressor=config.compressor, compressor_params=dict(config.compressor_params),
                 ratio_requested=config.ratio, bertscore_backbone=self.backbone, versions=library_versions(),
                 timings={},
@@ -313,8 +333,7 @@ class Runner:
                 prompts = [self._prompt(condition, config, s, cuts, stored) for s in todo]
                 for task in sorted({s.task for s in todo}):
                     rows = [i for i, s in enumerate(todo) if s.task == task]
-                    params = self.plan.sampler_params(config.model, "reconstruct" if condition == "reconstructed"
-                                                      and "reconstruct" in self.plan.gen_length else task)
+                    params = self.plan.generation_params(config.model, task, condition)
                     began = time.perf_counter()
                     generations = generator.generate([prompts[i] for i in rows], params, config.seed)
                     self.generate_seconds += time.perf_counter() - began
