@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from core.experiments import CONDITIONS, export_rows
-from core.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread
+from core.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread, unpaired_bootstrap
 
 EM = "exact_match@gold"
+REFERENCES = ("gold", "reference_summary", "original_output", "original_prompt")  # what metrics are scored against
 CONTINUOUS = ("bleu", "rouge1", "rouge2", "rougeL", "bertscore_p", "bertscore_r", "bertscore_f1")
 COMPRESSED_CONDITIONS = ("compressed", "reasoning_on_reconstructed")
 
@@ -34,7 +35,7 @@ def ratio_curves(frame: pd.DataFrame, metric: str, condition: str = "compressed"
     where each line starts.
     """
     if metric not in frame:
-        return pd.DataFrame(columns=["model", "compressor", "ratio", "mean", "low", "high", "n"])
+        return pd.DataFrame(columns=["model", "compressor", "ratio", "mean", "low", "high", "n", "run_id"])
     rows = []
     baseline = frame[(frame["condition"] == "original") & frame[metric].notna()]
     compressed = frame[(frame["condition"] == condition) & frame[metric].notna()]
@@ -46,7 +47,8 @@ def ratio_curves(frame: pd.DataFrame, metric: str, condition: str = "compressed"
                 continue
             ci = bootstrap_ci(part[metric].to_numpy(), seed=seed)
             rows.append({"model": model, "compressor": compressor, "ratio": float(ratio), "mean": ci.mean,
-                         "low": ci.low, "high": ci.high, "n": ci.n})
+                         "low": ci.low, "high": ci.high, "n": ci.n,
+                         "run_id": None if part is base else int(part["run_id"].min())})
     return pd.DataFrame(rows)
 
 
@@ -124,7 +126,7 @@ def precision_recall(frame: pd.DataFrame) -> pd.DataFrame:
     if p not in frame:
         return pd.DataFrame()
     part = frame[frame["condition"] == "compressed"].dropna(subset=[p, r])
-    return part[["model", "compressor", "ratio", "source_id", "task", p, r]].rename(
+    return part[["model", "compressor", "ratio", "run_id", "source_id", "task", p, r]].rename(
         columns={p: "precision", r: "recall"})
 
 
@@ -142,8 +144,32 @@ def numbers_kept(frame: pd.DataFrame) -> pd.DataFrame:
         kept = set(NUMBER.findall(row["prompt"]))
         share = sum(n in kept for n in original) / len(original) if original else 1.0
         rows.append({"model": row["model"], "compressor": row["compressor"], "ratio": row["ratio"],
-                     "source_id": row["source_id"], "numbers_kept": share, "correct": row[EM]})
+                     "run_id": row["run_id"], "source_id": row["source_id"], "numbers_kept": share,
+                     "correct": row[EM]})
     return pd.DataFrame(rows)
+
+
+def compressed_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs that hold compressed prompts, one row each, in plan order."""
+    part = frame[frame["condition"] == "compressed"]
+    return part[["run_id", "model", "compressor", "ratio", "seed"]].drop_duplicates("run_id").sort_values("run_id")
+
+
+def prompt_rows(frame: pd.DataFrame, run_id: int) -> pd.DataFrame:
+    """One row per prompt of a compressed run, with the scores that tell which prompts to open."""
+    part = frame[(frame["run_id"] == run_id) & (frame["condition"] == "compressed")]
+    run = part.iloc[0] if len(part) else None
+    columns = ["source_id", "task", "ratio_achieved", "prompt"]
+    table = part[columns].rename(columns={"prompt": "compressed prompt"})
+    if run is not None and EM in frame:
+        original = frame[(frame["condition"] == "original") & (frame["model"] == run["model"])
+                         & (frame["seed"] == run["seed"])].set_index("source_id")[EM]
+        table["correct on original"] = table["source_id"].map(original)
+        table["correct on compressed"] = part[EM].to_numpy()
+    f1 = "bertscore_f1@original_output"
+    if f1 in part:
+        table["BERTScore F1 vs original output"] = part[f1].to_numpy()
+    return table.reset_index(drop=True)
 
 
 def length_control(frame: pd.DataFrame, bins: int = 4) -> pd.DataFrame:
@@ -165,3 +191,73 @@ def length_control(frame: pd.DataFrame, bins: int = 4) -> pd.DataFrame:
         for interval, group in values.groupby(binned, observed=True):
             rows.append({"length of": label, "tokens": str(interval), "accuracy": group[EM].mean(), "n": len(group)})
     return pd.DataFrame(rows)
+
+
+# What makes an output of one experiment the same measurement as an output of another (see compare_experiments).
+PAIR_KEY = ["source", "source_id", "compressor", "ratio", "seed"]
+COMPARE_COLUMNS = ["condition", "task", "metric", "mean_a", "n_a", "mean_b", "n_b", "difference", "low", "high",
+                   "p_value", "pairing"]
+
+
+def _compared_metrics(frame_a: pd.DataFrame, frame_b: pd.DataFrame, reference: str) -> list[str]:
+    columns = set(metric_columns(frame_a)) | set(metric_columns(frame_b))
+    wanted = sorted(c for c in columns if c.endswith(f"@{reference}") and c != EM)
+    return ([EM] if EM in columns else []) + wanted
+
+
+def _condition_tasks(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    if frame.empty:
+        return set()
+    return set(frame[["condition", "task"]].itertuples(index=False, name=None))
+
+
+def _scores(frame: pd.DataFrame, condition: str, task: str, metric: str) -> pd.Series:
+    """The metric's values under one condition and task, indexed by PAIR_KEY."""
+    if frame.empty or metric not in frame:
+        return pd.Series(dtype=float)
+    part = frame[(frame["condition"] == condition) & (frame["task"] == task)].dropna(subset=[metric])
+    return part.set_index(PAIR_KEY)[metric]
+
+
+def _difference(a: pd.Series, b: pd.Series, seed: int) -> dict:
+    row = {"mean_a": a.mean() if len(a) else np.nan, "n_a": len(a),
+           "mean_b": b.mean() if len(b) else np.nan, "n_b": len(b)}
+    if a.empty or b.empty:
+        return row | {"difference": np.nan, "low": np.nan, "high": np.nan, "p_value": np.nan,
+                      "pairing": "only in A" if b.empty else "only in B"}
+    if a.index.is_unique and b.index.is_unique and set(a.index) == set(b.index):
+        test = paired_bootstrap(a.to_numpy(), b.reindex(a.index).to_numpy(), seed=seed)
+        pairing = "paired"
+    else:
+        test = unpaired_bootstrap(a.to_numpy(), b.to_numpy(), seed=seed)
+        pairing = "unpaired"
+    return row | {"difference": test.difference, "low": test.low, "high": test.high, "p_value": test.p_value,
+                  "pairing": pairing}
+
+
+def compare_experiments(frame_a: pd.DataFrame, frame_b: pd.DataFrame, reference: str = "gold",
+                        seed: int = 0) -> pd.DataFrame:
+    """Experiment B against experiment A per condition x task x metric (the metrics against ``reference``, and
+    exact_match@gold): each side's mean and count, B - A with a 95% bootstrap interval and a two-sided p-value.
+
+    An output of A and one of B measure the same thing when they share the prompt (source, source_id), the
+    compressor, the ratio and the seed under the condition. The model is not in that key: running one plan on two
+    models (LLaDA against an autoregressive control) is what comparing experiments is most often for. When both
+    experiments scored exactly the same keys, each once, the test is a paired bootstrap of the per-output
+    differences (``pairing`` "paired"); otherwise (other prompts, another plan, an unfinished run, two models in
+    one experiment) it is an unpaired bootstrap of the two means, so no output is dropped. The bootstrap resamples
+    outputs: where a condition holds several compressors, ratios or seeds per prompt, those are not independent
+    and the interval is somewhat narrow. A condition and task present in one experiment only keep that side's
+    mean, with no difference.
+    """
+    metrics = _compared_metrics(frame_a, frame_b, reference)
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    groups = sorted(_condition_tasks(frame_a) | _condition_tasks(frame_b), key=lambda g: (order.get(g[0], 99), g))
+    rows = []
+    for condition, task in groups:
+        for metric in metrics:
+            a, b = (_scores(f, condition, task, metric) for f in (frame_a, frame_b))
+            if a.empty and b.empty:
+                continue
+            rows.append({"condition": condition, "task": task, "metric": metric} | _difference(a, b, seed))
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)

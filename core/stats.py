@@ -112,3 +112,35 @@ def seed_spread(per_seed_scores) -> SeedSpread:
         raise ValueError("no seeds")
     std = float(scores.std(ddof=1)) if scores.size > 1 else 0.0
     return SeedSpread(float(scores.mean()), std, float(scores.min()), float(scores.max()), int(scores.size))
+
+
+@dataclass(frozen=True)
+class UnpairedBootstrap:
+    difference: float  # mean of B - mean of A
+    low: float
+    high: float
+    p_value: float  # two-sided: how often the resampled difference lands on the other side of zero
+    effect_size: float  # difference over the pooled standard deviation (Cohen's d)
+    n_a: int
+    n_b: int
+
+
+def unpaired_bootstrap(values_a, values_b, confidence: float = 0.95, resamples: int = 10_000,
+                       seed: int = 0) -> UnpairedBootstrap:
+    """Difference of two independent means: each group is resampled on its own, as nothing pairs them."""
+    a, b = np.asarray(values_a, dtype=float), np.asarray(values_b, dtype=float)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("an unpaired bootstrap needs two non-empty lists")
+    rng = np.random.default_rng(seed)
+    means_a = a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
+    means_b = b[rng.integers(0, b.size, size=(resamples, b.size))].mean(axis=1)
+    differences = means_b - means_a
+    tail = (1 - confidence) / 2
+    observed = float(b.mean() - a.mean())
+    crossing = (differences <= 0).mean() if observed > 0 else (differences >= 0).mean()
+    squares = ((a - a.mean()) ** 2).sum() + ((b - b.mean()) ** 2).sum()
+    dof = a.size + b.size - 2
+    pooled = math.sqrt(squares / dof) if dof > 0 else 0.0
+    return UnpairedBootstrap(observed, float(np.quantile(differences, tail)), float(np.quantile(differences, 1 - tail)),
+                             float(min(1.0, 2 * crossing)), observed / pooled if pooled > 0 else 0.0,
+                             int(a.size), int(b.size))

@@ -1,4 +1,4 @@
-"""The schema: run -> item -> condition -> output -> metric, plus the job queue.
+"""The schema: run -> item -> condition -> output -> metric, plus tags on runs and the job queue.
 
 A run holds everything needed to reproduce it (model id, local path and revision, sampler
 parameters, seed, compressor and its parameters, library versions); conditions are rows, so
@@ -72,6 +72,21 @@ class Run(Base):
     timings: Mapped[dict] = mapped_column(JSON)
     experiment: Mapped[Experiment | None] = relationship(back_populates="runs")
     items: Mapped[list["Item"]] = relationship(back_populates="run", cascade="all, delete-orphan", order_by="Item.id")
+    # The database's ON DELETE CASCADE removes a deleted run's tags; the ORM need not load them first.
+    tags: Mapped[list["Tag"]] = relationship(back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
+                                             order_by="Tag.name")
+
+
+class Tag(Base):
+    """A user's label on a run, to find it again in History."""
+
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_tags_run_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(60), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    run: Mapped[Run] = relationship(back_populates="tags")
 
 
 class Item(Base):

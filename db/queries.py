@@ -1,36 +1,82 @@
-"""Reads that pages, the CLI and tests share: a stored run as one plain dict, and run listings."""
+"""Reads that pages, the CLI and tests share: a stored run as one plain dict, run listings and their tags."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+import re
 
-from db.models import Condition, Item, Run
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from core.errors import UserError
+from db.models import Condition, Item, Run, Tag
+
+# History's "Sort by" choices; ties fall back to newest first so the order is stable.
+RUN_SORTS = {
+    "newest first": (Run.id.desc(),),
+    "oldest first": (Run.id.asc(),),
+    "ratio asked, lowest first": (Run.ratio_requested.asc(), Run.id.desc()),
+    "ratio asked, highest first": (Run.ratio_requested.desc(), Run.id.desc()),
+    "ratio achieved, highest first": (Condition.ratio_achieved.desc(), Run.id.desc()),
+    "compressor": (Run.compressor.asc(), Run.id.desc()),
+    "model": (Run.model_id.asc(), Run.id.desc()),
+    "task": (Item.task.asc(), Run.id.desc()),
+}
+TAG_MAX_CHARS = 60
 
 
 def run_view(session: Session, run_id: int) -> dict:
+    """A Playground run: its one prompt, original and compressed."""
     run = session.get(Run, run_id)
     if run is None:
         raise KeyError(run_id)
     item = run.items[0]
     by_name = {c.name: c for c in item.conditions}
-    original, compressed = by_name["original"], by_name["compressed"]
+    return _side_by_side(run, item, by_name["original"], by_name["compressed"], [])
+
+
+def item_view(session: Session, run_id: int, source_id: str) -> dict:
+    """One prompt of an experiment's compressed run, beside the same prompt in the run's baseline.
+
+    An experiment keeps the original condition in a run of its own (compressor "none", same model
+    and seed), so the two halves of the view come from two runs. Raises KeyError when either is missing.
+    """
+    run = session.get(Run, run_id)
+    item = None if run is None else session.scalar(
+        select(Item).where(Item.run_id == run_id, Item.source_id == source_id))
+    if item is None:
+        raise KeyError((run_id, source_id))
+    baseline = session.scalar(
+        select(Condition).join(Item, Item.id == Condition.item_id).join(Run, Run.id == Item.run_id)
+        .where(Run.experiment_id == run.experiment_id, Run.compressor == "none", Run.model_id == run.model_id,
+               Run.seed == run.seed, Item.source_id == source_id, Condition.name == "original"))
+    by_name = {c.name: c for c in item.conditions}
+    if baseline is None or "compressed" not in by_name:
+        raise KeyError((run_id, source_id))
+    extra = [c for c in item.conditions if c.name != "compressed"]
+    return _side_by_side(run, item, baseline, by_name["compressed"], extra)
+
+
+def _metric_table(output) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    for m in output.metrics:
+        table.setdefault(m.reference, {})[m.name] = m.value
+    return table
+
+
+def _side_by_side(run: Run, item: Item, original: Condition, compressed: Condition, extra: list[Condition]) -> dict:
     out_o, out_c = original.outputs[0], compressed.outputs[0]
-
-    def metric_table(output) -> dict[str, dict[str, float]]:
-        table: dict[str, dict[str, float]] = {}
-        for m in output.metrics:
-            table.setdefault(m.reference, {})[m.name] = m.value
-        return table
-
+    sampler = run.sampler_params
+    if run.kind == "experiment":  # experiment runs keep one parameter set per task
+        sampler = sampler.get(item.task, sampler)
     return {
         "run_id": run.id,
+        "experiment_id": run.experiment_id,
         "created_at": run.created_at.isoformat(timespec="seconds"),
         "model": {"id": run.model_id, "path": run.model_path, "revision": run.model_revision, "kind": run.model_kind,
                   "parameters": run.model_parameters, "notes": run.model_notes, "device": run.device,
                   "dtype": run.dtype},
         "preset": run.preset,
-        "sampler": run.sampler_params,
+        "sampler": sampler,
         "seed": run.seed,
         "compressor": run.compressor,
         "compressor_params": run.compressor_params,
@@ -55,7 +101,10 @@ def run_view(session: Session, run_id: int) -> dict:
         "compressed_output": out_c.text,
         "extracted_answers": {"original": out_o.extracted_answer, "compressed": out_c.extracted_answer},
         "output_token_ids": {"original": out_o.token_ids, "compressed": out_c.token_ids},
-        "metrics": {"original": metric_table(out_o), "compressed": metric_table(out_c)},
+        "metrics": {"original": _metric_table(out_o), "compressed": _metric_table(out_c)},
+        "other_conditions": [{"name": c.name, "prompt": c.prompt_text, "output": c.outputs[0].text,
+                              "extracted_answer": c.outputs[0].extracted_answer,
+                              "metrics": _metric_table(c.outputs[0])} for c in extra if c.outputs],
     }
 
 
@@ -67,16 +116,22 @@ def gold_verdicts(run: Run) -> dict[str, float]:
 
 def run_summaries(session: Session, compressor: str | None = None, model: str | None = None,
                   task: str | None = None, since=None, until=None, flipped: bool = False,
+                  ratio: float | None = None, tag: str | None = None, sort: str = "newest first",
                   limit: int = 500) -> list[dict]:
-    """One row per Playground run, newest first, for the history table (experiments have the Results page).
+    """One row per Playground run, in ``sort`` order (a key of RUN_SORTS), for the history table
+    (experiments have the Results page). The order is applied before ``limit``, so it covers every run.
 
-    ``flipped`` keeps the runs whose answer was right on one prompt and wrong on the other.
+    ``flipped`` keeps the runs whose answer was right on one prompt and wrong on the other;
+    ``ratio`` is the ratio asked for; ``tag`` keeps the runs carrying that tag.
     """
+    if sort not in RUN_SORTS:
+        raise UserError(f"Unknown sort {sort!r}: choose one of {', '.join(RUN_SORTS)}")
     query = (select(Run, Item, Condition)
              .join(Item, Item.run_id == Run.id)
              .join(Condition, (Condition.item_id == Item.id) & (Condition.name == "compressed"))
              .where(Run.kind == "compare")
-             .order_by(Run.id.desc()).limit(limit))
+             .options(selectinload(Run.tags))
+             .order_by(*RUN_SORTS[sort]).limit(limit))
     if since is not None:
         query = query.where(Run.created_at >= since)
     if until is not None:
@@ -87,6 +142,10 @@ def run_summaries(session: Session, compressor: str | None = None, model: str | 
         query = query.where(Run.model_id == model)
     if task:
         query = query.where(Item.task == task)
+    if ratio is not None:
+        query = query.where(Run.ratio_requested == ratio)
+    if tag:
+        query = query.where(Run.id.in_(select(Tag.run_id).where(Tag.name == tag)))
     rows = []
     for run, item, condition in session.execute(query):
         verdicts = gold_verdicts(run)
@@ -97,9 +156,41 @@ def run_summaries(session: Session, compressor: str | None = None, model: str | 
             "run": run.id, "created": run.created_at.isoformat(sep=" ", timespec="seconds"), "model": run.model_id,
             "compressor": run.compressor, "ratio asked": run.ratio_requested,
             "ratio achieved": round(condition.ratio_achieved, 2), "task": item.task, "source": item.source,
-            "preset": run.preset, "seed": run.seed, "flipped": flip, "prompt": item.prompt[:80],
+            "preset": run.preset, "seed": run.seed, "flipped": flip, "tags": [t.name for t in run.tags],
+            "prompt": item.prompt[:80],
         })
     return rows
+
+
+def normalise_tags(names) -> list[str]:
+    """Tags as stored: trimmed, inner whitespace collapsed to one space, empties and repeats dropped, sorted."""
+    tags = {re.sub(r"\s+", " ", str(name)).strip() for name in names}
+    tags.discard("")
+    too_long = sorted(t for t in tags if len(t) > TAG_MAX_CHARS)
+    if too_long:
+        raise UserError(f"A tag has at most {TAG_MAX_CHARS} characters; one has {len(too_long[0])}, "
+                        f"starting {too_long[0][:20]!r}.")
+    return sorted(tags)
+
+
+def set_tags(session: Session, run_id: int, names) -> list[str]:
+    """Make a run's tags exactly ``names`` (normalised); tags already there keep their creation time."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise UserError(f"No run #{run_id}: it may have been deleted.")
+    wanted = normalise_tags(names)
+    for tag in [t for t in run.tags if t.name not in wanted]:
+        run.tags.remove(tag)
+    present = {t.name for t in run.tags}
+    run.tags.extend(Tag(name=name) for name in wanted if name not in present)
+    session.flush()
+    return wanted
+
+
+def distinct_tags(session: Session) -> list[str]:
+    """Every tag on a Playground run, the runs History lists."""
+    query = select(Tag.name).join(Run, Run.id == Tag.run_id).where(Run.kind == "compare").distinct()
+    return sorted(session.scalars(query))
 
 
 def delete_run(session: Session, run_id: int) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import plotly.express as px
 import streamlit as st
 from sqlalchemy import select
@@ -9,12 +11,9 @@ from sqlalchemy import select
 from core import analysis
 from db.models import Experiment
 from db.session import session_scope
-from pages.shared import db_url
+from pages.shared import db_url, load_item_view, show_run
 
 st.title("Results")
-
-# Charts download as SVG from their toolbar (PNG too, with the camera's default format changed).
-CHART_CONFIG = {"toImageButtonOptions": {"format": "svg", "filename": "compresslens-chart"}, "displaylogo": False}
 
 with session_scope(db_url()) as session:
     experiments = {e.id: f"#{e.id} {e.name} ({e.status}, {e.done_units}/{e.total_units})"
@@ -23,7 +22,10 @@ if not experiments:
     st.info("No experiments yet: queue one on the Experiments page.")
     st.stop()
 
-experiment_id = st.selectbox("Experiment", list(experiments), format_func=experiments.get)
+cols = st.columns([4, 1])
+experiment_id = cols[0].selectbox("Experiment", list(experiments), format_func=experiments.get)
+image_format = cols[1].radio("Chart downloads", ["png", "svg"], horizontal=True, format_func=str.upper,
+                             help="the camera button in each chart's toolbar saves it in this format")
 frame = analysis.outputs_frame(db_url(), experiment_id)
 if frame.empty:
     st.info("This experiment has no outputs yet.")
@@ -36,8 +38,32 @@ def table_with_download(table, name: str) -> None:
                        mime="text/csv", key=f"csv-{name}")
 
 
-def chart_and_table(figure, table, name: str) -> None:
-    st.plotly_chart(figure, width="stretch", config=CHART_CONFIG)
+def open_clicked(event, chart: str) -> None:
+    """A click on a point whose custom data is (run id[, prompt id]) opens it below; each click once,
+    since the chart's selection survives the reruns that follow it."""
+    points = event.selection.points if event else []
+    custom = points[0].get("customdata") if points else None
+    if not custom or custom[0] is None:
+        return
+    token = json.dumps(custom)
+    if st.session_state.get(f"clicked-{chart}") == token:
+        return
+    st.session_state[f"clicked-{chart}"] = token
+    st.session_state["open-run"] = int(custom[0])
+    if len(custom) > 1:
+        st.session_state["open-prompt"] = str(custom[1])
+    st.toast("Opened below, under 'One prompt, side by side'.")
+
+
+def chart_and_table(figure, table, name: str, clickable: bool = False) -> None:
+    config = {"toImageButtonOptions": {"format": image_format, "filename": f"compresslens-{name}"},
+              "displaylogo": False}
+    if clickable:
+        event = st.plotly_chart(figure, width="stretch", config=config, on_select="rerun",
+                                selection_mode="points", key=f"chart-{name}")
+        open_clicked(event, name)
+    else:
+        st.plotly_chart(figure, width="stretch", config=config)
     table_with_download(table, name)
 
 
@@ -54,10 +80,11 @@ with curves:
         st.info("No values of this metric for this condition.")
     else:
         curve["line"] = curve["model"] + " · " + curve["compressor"]
-        figure = px.line(curve, x="ratio", y="mean", color="line", markers=True,
+        st.caption("Click a compressed point to open its prompts below.")
+        figure = px.line(curve, x="ratio", y="mean", color="line", markers=True, custom_data=["run_id"],
                          error_y=curve["high"] - curve["mean"], error_y_minus=curve["mean"] - curve["low"],
                          labels={"mean": f"{metric} (mean, 95% bootstrap CI)", "ratio": "compression ratio"})
-        chart_and_table(figure, curve.drop(columns="line"), "ratio-curves")
+        chart_and_table(figure, curve.drop(columns="line"), "ratio-curves", clickable=True)
 
 with study:
     reference = st.selectbox("Scored against", ["gold", "reference_summary", "original_output", "original_prompt"])
@@ -75,11 +102,13 @@ with drift:
     if pr.empty:
         st.info("No BERTScore of compressed-prompt outputs against original outputs yet.")
     else:
-        st.caption("Below the diagonal the output left things out (recall < precision); above it, it added.")
+        st.caption("Below the diagonal the output left things out (recall < precision); above it, it added. "
+                   "Click a point to open that prompt below.")
         figure = px.scatter(pr, x="precision", y="recall", color="ratio", symbol="compressor",
-                            hover_data=["source_id", "task"], range_x=[0, 1.02], range_y=[0, 1.02])
+                            custom_data=["run_id", "source_id"], hover_data=["source_id", "task"],
+                            range_x=[0, 1.02], range_y=[0, 1.02])
         figure.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dot", "color": "grey"})
-        chart_and_table(figure, pr, "precision-recall")
+        chart_and_table(figure, pr, "precision-recall", clickable=True)
 
 with numbers:
     kept = analysis.numbers_kept(frame)
@@ -98,3 +127,26 @@ with lengths:
     else:
         figure = px.bar(table, x="tokens", y="accuracy", color="length of", barmode="group", hover_data=["n"])
         chart_and_table(figure, table, "length-control")
+
+st.header("One prompt, side by side")
+runs = analysis.compressed_runs(frame)
+if runs.empty:
+    st.info("This experiment has no compressed prompts yet.")
+    st.stop()
+run_labels = {int(r.run_id): f"run #{r.run_id} · {r.model} · {r.compressor} {r.ratio:g}x · seed {r.seed}"
+              for r in runs.itertuples()}
+if st.session_state.get("open-run") not in run_labels:
+    st.session_state["open-run"] = next(iter(run_labels))
+run_id = st.selectbox("Compressed run", list(run_labels), format_func=run_labels.get, key="open-run")
+prompts = analysis.prompt_rows(frame, run_id)
+table_with_download(prompts.set_index("source_id"), f"prompts-run-{run_id}")
+prompt_ids = list(prompts["source_id"])
+if st.session_state.get("open-prompt") not in prompt_ids:
+    st.session_state["open-prompt"] = prompt_ids[0]
+source_id = st.selectbox("Prompt", prompt_ids, key="open-prompt")
+view = load_item_view(run_id, source_id)
+if view is None:
+    st.info("This prompt has no output on the original prompt in this experiment (the plan left out the "
+            "'original' condition, or it has not run yet).")
+else:
+    show_run(view)

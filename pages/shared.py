@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import paths, render
 from core.worker import Worker
-from db.queries import run_view
+from db.queries import item_view, run_view
 from db.session import session_scope
 
 
@@ -37,12 +37,27 @@ def load_view(run_id: int) -> dict | None:
             return None
 
 
+def load_item_view(run_id: int, source_id: str) -> dict | None:
+    with session_scope(db_url()) as session:
+        try:
+            return item_view(session, run_id, source_id)
+        except KeyError:
+            return None
+
+
+CONDITION_TITLES = {"reconstructed": "Reconstruction of the original prompt from the compressed one",
+                    "reasoning_on_reconstructed": "Output on the reconstructed prompt"}
+
+
 def show_run(view: dict) -> None:
     model = view["model"]
     for note in model["notes"]:
         st.warning(note, icon=":material/warning:")
+    where = f"Run #{view['run_id']}"
+    if view["experiment_id"] is not None:
+        where = f"Experiment #{view['experiment_id']} · run #{view['run_id']} · prompt {render.md_escape(view['source_id'])}"
     st.caption(
-        f"Run #{view['run_id']} · {view['created_at']} · model {render.md_escape(model['id'])} "
+        f"{where} · {view['created_at']} · model {render.md_escape(model['id'])} "
         f"({model['parameters']:,} parameters, "
         f"{model['device']}, {model['dtype']}) · preset {view['preset']} · seed {view['seed']}"
     )
@@ -88,9 +103,14 @@ def show_run(view: dict) -> None:
 
     st.subheader("Metrics")
     rows = render.metrics_rows(view)
-    if not rows:
+    if rows:
+        show_metrics(view, rows)
+    else:
         st.info("No metrics stored for this run.")
-        return
+    show_other_conditions(view)
+
+
+def show_metrics(view: dict, rows: list[dict]) -> None:
     frame = pd.DataFrame(rows)
     table = frame.pivot(index="metric", columns="comparison", values="value")
     st.dataframe(table.style.format("{:.4f}", na_rep="–"), width="stretch")
@@ -100,3 +120,21 @@ def show_run(view: dict) -> None:
     figure = px.bar(chart, x="metric", y="value", color="comparison", barmode="group",
                     labels={"value": "score (BLEU / 100)"}, range_y=[0, 1.05])
     st.plotly_chart(figure, width="stretch")
+
+
+def show_other_conditions(view: dict) -> None:
+    """An experiment's further conditions of this prompt: the reconstruction and the output on it."""
+    for condition in view["other_conditions"]:
+        st.subheader(CONDITION_TITLES.get(condition["name"], condition["name"]))
+        left, right = st.columns(2)
+        with left:
+            st.caption("Prompt the model was given")
+            st.html(render.text_html(condition["prompt"]))
+        with right:
+            st.caption("Its output")
+            if condition["extracted_answer"] is not None:
+                st.text(f"Extracted answer: {condition['extracted_answer']}")
+            st.html(render.text_html(condition["output"]))
+        scores = [{"against": reference, **values} for reference, values in condition["metrics"].items()]
+        if scores:
+            st.dataframe(pd.DataFrame(scores).set_index("against"), width="stretch")

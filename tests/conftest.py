@@ -1,4 +1,9 @@
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,34 @@ def gsm8k_questions():
 
     with path.open() as f:
         return [json.loads(line) for line in f]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(tiny_checkpoint, tmp_path):
+    """The dashboard served by `streamlit run` on a free port, on the tiny model and a database in tmp_path."""
+    port = free_port()
+    env = {**os.environ, "COMPRESSLENS_MODEL": str(tiny_checkpoint), "COMPRESSLENS_HOME": str(tmp_path),
+           "COMPRESSLENS_DB_URL": f"sqlite:///{tmp_path / 'browser.db'}"}
+    server = subprocess.Popen(
+        [sys.executable, "scripts/serve.py", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -13,10 +13,12 @@ def synthetic():
     for i in range(5):
         common = {"model": "m", "seed": 0, "source_id": f"p{i}", "task": "math",
                   "item_prompt": f"Tom has {i + 10} apples and 3 pears."}
-        rows.append({**common, "condition": "original", "compressor": "none", "ratio": 1.0, "prompt_tokens": 10 + i,
+        rows.append({**common, "run_id": 1, "condition": "original", "compressor": "none", "ratio": 1.0,
+                     "prompt_tokens": 10 + i,
                      "prompt": common["item_prompt"], "exact_match@gold": 1.0})
         kept_number = i < 2
-        rows.append({**common, "condition": "compressed", "compressor": "random", "ratio": 2.0, "prompt_tokens": 5,
+        rows.append({**common, "run_id": 2, "condition": "compressed", "compressor": "random", "ratio": 2.0,
+                     "prompt_tokens": 5,
                      "prompt": f"Tom {i + 10} apples" if kept_number else "Tom apples",
                      "exact_match@gold": 1.0 if kept_number else 0.0,
                      "bertscore_p@original_output": 0.9, "bertscore_r@original_output": 0.8})
@@ -26,6 +28,7 @@ def synthetic():
 def test_ratio_curve_starts_at_the_baseline():
     curve = analysis.ratio_curves(synthetic(), "exact_match@gold")
     assert curve[["ratio", "mean", "n"]].values.tolist() == [[1.0, 1.0, 5], [2.0, 0.4, 5]]
+    assert curve["run_id"].tolist()[1] == 2 and pd.isna(curve["run_id"].tolist()[0])  # the baseline opens nothing
     assert (curve["low"] <= curve["mean"]).all() and (curve["mean"] <= curve["high"]).all()
 
 

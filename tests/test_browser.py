@@ -1,29 +1,15 @@
 """What only a browser shows: the dashboard served by `streamlit run`, driven in Debian's Chromium."""
 
-import os
-from contextlib import contextmanager
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
+from contextlib import contextmanager
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it as root)")
 
 HOSTILE = ('<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script> '
            "Tom has $3 and Ann has $5. How many dollars do they have?")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -39,30 +25,6 @@ def chromium():
             yield browser
         finally:
             browser.close()
-
-
-@pytest.fixture
-def dashboard(tiny_checkpoint, tmp_path):
-    port = free_port()
-    env = {**os.environ, "COMPRESSLENS_MODEL": str(tiny_checkpoint), "COMPRESSLENS_HOME": str(tmp_path),
-           "COMPRESSLENS_DB_URL": f"sqlite:///{tmp_path / 'browser.db'}"}
-    server = subprocess.Popen(
-        [sys.executable, "scripts/serve.py", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    try:
-        yield url
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def test_run_renders_escaped_text_and_a_drawn_chart(dashboard):

@@ -7,7 +7,7 @@ from db.session import MIGRATIONS, get_engine, migrate, schema_version, session_
 
 
 def test_new_database_is_at_the_latest_schema(db_url):
-    assert schema_version(db_url) == MIGRATIONS[-1][0] == 2
+    assert schema_version(db_url) == MIGRATIONS[-1][0] == 3
     tables = set(inspect(get_engine(db_url)).get_table_names())
     assert {"runs", "items", "conditions", "outputs", "metrics", "jobs", "experiments", "schema_migrations"} <= tables
 
@@ -22,7 +22,7 @@ def test_migration_2_upgrades_a_version_1_database(db_url):
     assert "config_key" not in {c["name"] for c in inspect(engine).get_columns("runs")}
     migrate(engine)
     migrate(engine)  # a second pass changes nothing
-    assert schema_version(db_url) == 2
+    assert schema_version(db_url) == MIGRATIONS[-1][0]
     assert "config_key" in {c["name"] for c in inspect(engine).get_columns("runs")}
     assert "uq_outputs_condition_seed" in {i["name"] for i in inspect(engine).get_indexes("outputs")}
 

@@ -12,7 +12,7 @@ from core.worker import job_state
 from core.llada.sampler import PRESETS
 from db.models import Experiment, Job
 from db.queries import run_count
-from db.session import session_scope
+from db.session import MIGRATIONS, session_scope
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -146,7 +146,7 @@ def test_app_shell_shows_device_database_and_pages(page_env):
     at.run()
     assert not at.exception
     sidebar = " ".join(c.value for c in at.sidebar.caption)
-    assert "CPU only" in sidebar and md_escape(page_env) in sidebar and "schema v2" in sidebar
+    assert "CPU only" in sidebar and md_escape(page_env) in sidebar and f"schema v{MIGRATIONS[-1][0]}" in sidebar
     assert at.title[0].value == "Playground"
 
 
