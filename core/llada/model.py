@@ -143,19 +143,22 @@ class LLaDA(nn.Module):
         count from each row's first real token, so a padded row computes what it would alone.
         """
         t = self.model.transformer
-        B, T = input_ids.shape
+        cos, sin, key_mask = self.rope_inputs(attention_mask, *input_ids.shape)
+        x = t.wte(input_ids)
+        for block in t.blocks:
+            x = block(x, cos, sin, key_mask)
+        return t.ln_f(x)
+
+    def rope_inputs(self, attention_mask: torch.Tensor | None, B: int, T: int):
+        """RoPE cos/sin (B, 1, T, head_dim) and the key mask (B, 1, 1, T) or None."""
         if attention_mask is None:
-            positions = torch.arange(T, device=input_ids.device).expand(B, T)
+            positions = torch.arange(T, device=self.device).expand(B, T)
             key_mask = None
         else:
             real = attention_mask.bool()
             positions = (real.long().cumsum(-1) - 1).clamp(min=0)
             key_mask = real[:, None, None, :]
-        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)
-        x = t.wte(input_ids)
-        for block in t.blocks:
-            x = block(x, cos, sin, key_mask)
-        return t.ln_f(x)
+        return (*rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta), key_mask)
 
     def lm_head(self, h: torch.Tensor) -> torch.Tensor:
         t = self.model.transformer

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 REMASKING = ("low_confidence", "random")
+MODES = ("reference", "fast")
 
 # Proposals of EOS/EOT under ``confidence_eos_eot_inf`` rank below every real confidence
 # (softmax probabilities and uniform noise are >= 0) yet above the -inf of positions that
@@ -35,6 +36,29 @@ class SamplerParams:
     remasking: str = "low_confidence"
     logits_eos_inf: bool = False
     confidence_eos_eot_inf: bool = False
+    # The loop that runs: "reference" (the authors' generate()) or "fast" (core/llada/fast.py),
+    # which is token-identical at temperature 0 unless one of the approximations below is on.
+    mode: str = "reference"
+    cache: str = "none"  # approximate: "prefix" or "dual" KV cache
+    threshold: float = 0.0  # approximate when > 0: confidence-threshold parallel decoding
+    early_stop: bool = False  # approximate: stop once every answer has ended in a completed block
+    window: int = -1  # approximate when >= 0: mask positions past the active block that are computed
+
+    @property
+    def approximate(self) -> bool:
+        return self.cache != "none" or self.threshold > 0 or self.early_stop or self.window >= 0
+
+    def label(self) -> str:
+        """How this loop relates to the reference, in words for pages and tables."""
+        if self.mode == "reference":
+            return "reference"
+        if not self.approximate:
+            return "fast, exact"
+        parts = [f"{self.cache} cache"] if self.cache != "none" else []
+        parts += [f"threshold {self.threshold:g}"] if self.threshold > 0 else []
+        parts += ["EOS early stop"] if self.early_stop else []
+        parts += [f"window {self.window}"] if self.window >= 0 else []
+        return "fast, APPROXIMATE (" + ", ".join(parts) + ")"
 
     def problems(self) -> list[str]:
         """What is wrong with these parameters, in words; empty when they are usable."""
@@ -58,6 +82,18 @@ class SamplerParams:
             out.append("temperature must be >= 0")
         if self.cfg_scale < 0:
             out.append("cfg_scale must be >= 0")
+        if self.mode not in MODES:
+            out.append(f"mode must be one of {', '.join(MODES)}")
+        if self.cache not in ("none", "prefix", "dual"):
+            out.append("cache must be one of none, prefix, dual")
+        if not 0 <= self.threshold < 1:
+            out.append("threshold must be in [0, 1)")
+        if self.window < -1:
+            out.append("window must be -1 (off) or at least 0")
+        if self.mode == "reference" and self.approximate:
+            out.append("cache, threshold, early_stop and window need mode 'fast'")
+        if self.mode == "fast" and self.cfg_scale > 0:
+            out.append("classifier-free guidance (cfg_scale > 0) runs in the reference mode only")
         return out
 
     def to_dict(self) -> dict:
@@ -69,6 +105,13 @@ PRESETS: dict[str, tuple[str, SamplerParams]] = {
     "gsm8k": ("GSM8K, authors", SamplerParams(gen_length=256, steps=256, block_length=8)),
     "pure": ("pure diffusion", SamplerParams(gen_length=512, steps=512, block_length=512, confidence_eos_eot_inf=True)),
     "small": ("demo model", SamplerParams(gen_length=64, steps=64, block_length=8)),
+    # The fastest mode whose demo-model accuracy stays within 2 points of the reference (bench/fast_sampler.py).
+    "gsm8k-fast": ("GSM8K, fast approximate (dual cache, threshold 0.95, early stop)",
+                   SamplerParams(gen_length=256, steps=256, block_length=32, mode="fast", cache="dual",
+                                 threshold=0.95, early_stop=True)),
+    "small-fast": ("demo model, fast approximate (dual cache, threshold 0.95, early stop)",
+                   SamplerParams(gen_length=64, steps=64, block_length=8, mode="fast", cache="dual",
+                                 threshold=0.95, early_stop=True)),
 }
 
 

@@ -1,0 +1,302 @@
+"""The fast sampler, beside the reference loop of ``sampler.py``.
+
+With no approximation switched on it runs the reference algorithm with less work per step and,
+at temperature 0, commits the same tokens:
+
+- the final norm, the LM head, the softmax and the noise run on the active block's positions
+  only, never on B x T x vocabulary logits (the reference's memory hog);
+- a step whose schedule commits nothing skips its forward pass;
+- on CUDA the forward pass is captured once as a CUDA graph and replayed: its shapes are fixed,
+  and replaying removes the launch overhead of hundreds of small kernels per step.
+
+(At temperature > 0 it samples from the same distribution as the reference, but draws noise for
+fewer positions, so its random stream, and therefore its tokens, differ.)
+
+Approximations, each opt-in and each labelled approximate where it is offered:
+
+- ``cache="prefix"``: keys and values of the positions before the active block come from one
+  full pass at the block's start and are reused at every step of the block; ``"dual"`` reuses
+  those after the block too, so a step computes the block alone (Fast-dLLM);
+- ``threshold``: a step commits every masked position of the block whose confidence exceeds it,
+  and at least the most confident one, instead of the fixed schedule (parallel decoding);
+- ``early_stop``: once every row has completed a block that holds EOS or EOT, the rest is EOS;
+- ``window``: only ``window`` positions past the active block take part in the forward pass; the
+  all-mask tail beyond is skipped and every position keeps its place (as in Elastic-dLLM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from core.llada.model import LLaDA, apply_rope
+from core.llada.sampler import LAST_CONFIDENCE, add_gumbel_noise, get_num_transfer_tokens
+
+CACHES = ("none", "prefix", "dual")
+
+
+@dataclass
+class FastResult:
+    canvas: torch.Tensor  # (B, prompt_len + gen_length)
+    forward_calls: int
+
+
+@torch.no_grad()
+def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             steps: int = 128, gen_length: int = 128, block_length: int = 128, temperature: float = 0.0,
+             remasking: str = "low_confidence", mask_id: int = 126336, eos_id: int = 126081, eot_id: int = 126348,
+             logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
+             generator: torch.Generator | None = None, cache: str = "none", threshold: float = 0.0,
+             early_stop: bool = False, window: int | None = None, cuda_graph: bool = True,
+             on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> FastResult:
+    """Same canvas layout and arguments as ``sampler.generate`` (no classifier-free guidance)."""
+    B, P = prompt.shape
+    T = P + gen_length
+    device = prompt.device
+    x = torch.full((B, T), mask_id, dtype=torch.long, device=device)
+    x[:, :P] = prompt
+    if attention_mask is not None:
+        attention_mask = torch.cat([attention_mask, torch.ones(B, gen_length, dtype=attention_mask.dtype,
+                                                               device=device)], dim=1)
+    assert gen_length % block_length == 0 and cache in CACHES
+    num_blocks = gen_length // block_length
+    assert steps % num_blocks == 0
+    steps = steps // num_blocks
+    rope = Rope(model, attention_mask, B, T)
+    # CUDA graphs need fixed shapes: the whole canvas (no window), and for a cache the dual one,
+    # whose steps all compute exactly one block.
+    graphs = cuda_graph and device.type == "cuda" and window is None
+    graphed = GraphedBlockLogits(model, x, rope, block_length) if graphs and cache == "none" else None
+    kv = KVCache(model, B, T, device) if window is None and cache != "none" else None
+    graphed_step = None
+    calls = 0
+
+    for num_block in range(num_blocks):
+        start, end = P + num_block * block_length, P + (num_block + 1) * block_length
+        seen = T if window is None else min(T, end + window)  # the tail past `seen` is skipped
+        schedule = get_num_transfer_tokens(x[:, start:end] == mask_id, steps)
+        if window is not None and cache != "none":
+            kv = KVCache(model, B, seen, device)
+        fresh = False  # whether this block's full pass has filled the cache
+        step = 0  # of the schedule; with a threshold, forward passes in this block
+        while (masked := x[:, start:end] == mask_id).any():
+            if not threshold:
+                if step == steps:
+                    break
+                step += 1
+                if not schedule[:, step - 1].any():
+                    continue  # the reference's forward pass here would commit nothing
+            else:
+                step += 1
+            if graphed is not None:
+                logits = graphed(x, start)
+            elif cache == "none":
+                logits = block_logits(model, x, rope, start, end, seen)
+            elif not fresh:
+                if cache == "dual" and graphs and graphed_step is None:
+                    # Captured before the full pass, which then overwrites what the capture's warm-up wrote.
+                    graphed_step = GraphedDualStep(model, x, rope, kv, start, block_length)
+                logits = cached_logits(model, x, rope, kv, 0, seen, start, end)
+                fresh = True
+            elif graphed_step is not None:
+                logits = graphed_step(x, start)
+            else:
+                logits = cached_logits(model, x, rope, kv, start, end if cache == "dual" else seen, start, end)
+            calls += 1
+
+            if logits_eos_inf:
+                logits[:, :, eos_id] = -torch.inf
+            x0 = torch.argmax(add_gumbel_noise(logits, temperature, generator), dim=-1)
+            if remasking == "low_confidence":
+                p = F.softmax(logits.to(torch.float64), dim=-1)
+                confidence = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
+            else:  # drawn for the whole canvas, as the reference does, so the same stream gives the same order
+                confidence = torch.rand((B, T), dtype=torch.float64, device=device, generator=generator)[:, start:end]
+            if confidence_eos_eot_inf:
+                confidence = torch.where((x0 == eos_id) | (x0 == eot_id), LAST_CONFIDENCE, confidence)
+            confidence = torch.where(masked, confidence, -torch.inf)
+
+            if threshold:
+                chosen = confident(confidence, masked, threshold)
+            else:
+                chosen = scheduled(confidence, schedule[:, step - 1], start, T)
+            x[:, start:end] = torch.where(chosen, x0, x[:, start:end])
+            if on_step is not None:
+                on_step(num_block * steps + min(step, steps), num_blocks * steps, x)
+
+        if early_stop and ended(x[:, P:end], eos_id, eot_id).all():
+            x[:, end:] = eos_id
+            break
+    return FastResult(x, calls)
+
+
+def scheduled(confidence: torch.Tensor, k: torch.Tensor, start: int, width: int) -> torch.Tensor:
+    """The reference's choice: the k most confident per row, ranked over the whole canvas row as it
+    ranks them, so that ties resolve to the same positions."""
+    B, L = confidence.shape
+    row = torch.full((B, width), -torch.inf, dtype=confidence.dtype, device=confidence.device)
+    row[:, start:start + L] = confidence
+    chosen = torch.zeros_like(row, dtype=torch.bool)
+    for j in range(B):
+        _, index = torch.topk(row[j], k=int(k[j]))
+        chosen[j, index] = True
+    return chosen[:, start:start + L]
+
+
+def confident(confidence: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Every masked position above the threshold, and each row's most confident one whatever it is."""
+    chosen = confidence > threshold
+    best = confidence.argmax(dim=-1, keepdim=True)
+    return chosen.scatter(1, best, masked.any(dim=-1, keepdim=True) | chosen.gather(1, best))
+
+
+def ended(answer: torch.Tensor, eos_id: int, eot_id: int) -> torch.Tensor:
+    """(B,) whether each row's committed answer holds an end token."""
+    return ((answer == eos_id) | (answer == eot_id)).any(dim=-1)
+
+
+class Rope:
+    """Per-row RoPE angles and padding mask of the canvas, computed as ``LLaDA.hidden_states`` does,
+    so that any slice of positions keeps each row's own positions."""
+
+    def __init__(self, model: LLaDA, attention_mask: torch.Tensor | None, B: int, T: int):
+        self.cos, self.sin, self.key_mask = model.rope_inputs(attention_mask, B, T)
+
+    def at(self, first: int, last: int):
+        return self.cos[:, :, first:last], self.sin[:, :, first:last]
+
+    def keys(self, last: int):
+        return None if self.key_mask is None else self.key_mask[..., :last]
+
+
+def block_logits(model: LLaDA, x: torch.Tensor, rope: Rope, start: int, end: int, seen: int) -> torch.Tensor:
+    """A full forward pass over positions [0, seen); norm and head for the block [start, end) only."""
+    t = model.model.transformer
+    cos, sin = rope.at(0, seen)
+    h = t.wte(x[:, :seen])
+    for block in t.blocks:
+        h = block(h, cos, sin, rope.keys(seen))
+    return model.lm_head(t.ln_f(h[:, start:end]))
+
+
+class KVCache:
+    """Keys and values (after RoPE) of every layer for positions [0, length)."""
+
+    def __init__(self, model: LLaDA, B: int, length: int, device: torch.device):
+        cfg = model.cfg
+        dtype = model.model.transformer.wte.weight.dtype
+        shape = (B, cfg.n_kv_heads, length, cfg.head_dim)
+        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
+        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
+        self.length = length
+
+
+def cached_logits(model: LLaDA, x: torch.Tensor, rope: Rope, kv: KVCache, first: int, last: int,
+                  start: int, end: int) -> torch.Tensor:
+    """Recompute positions [first, last), refreshing their cache entries; every other position's
+    keys and values come from the cache. Logits for the block [start, end)."""
+    t = model.model.transformer
+    cos, sin = rope.at(first, last)
+    index = torch.arange(first, last, device=x.device)
+    h = t.wte(x[:, first:last])
+    for block, k_cache, v_cache in zip(t.blocks, kv.k, kv.v):
+        h = cached_block(block, h, cos, sin, rope.keys(kv.length), k_cache, v_cache, index)
+    return model.lm_head(t.ln_f(h[:, start - first:end - first]))
+
+
+def cached_block(block, h, cos, sin, key_mask, k_cache, v_cache, index: torch.Tensor) -> torch.Tensor:
+    """``Block.forward`` for the positions ``index`` (in order, ``h`` holds them), whose attention
+    reads every cached key; their own cache entries are refreshed first."""
+    B, n, _ = h.shape
+    cfg = block.cfg
+    a = block.attn_norm(h)
+    q = block.q_proj(a).view(B, n, cfg.n_heads, cfg.head_dim).transpose(1, 2)
+    k = block.k_proj(a).view(B, n, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+    v = block.v_proj(a).view(B, n, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+    q = apply_rope(q, cos, sin)
+    k_cache.index_copy_(2, index, apply_rope(k, cos, sin))
+    v_cache.index_copy_(2, index, v)
+    keys, values = k_cache, v_cache
+    if cfg.n_kv_heads != cfg.n_heads:
+        keys = keys.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
+        values = values.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
+    y = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask, is_causal=False)
+    h = h + block.attn_out(y.transpose(1, 2).reshape(B, n, -1))
+    f = block.ff_norm(h)
+    return h + block.ff_out(F.silu(block.ff_proj(f)) * block.up_proj(f))
+
+
+def capture(run: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """A CUDA graph of ``run`` and its output buffer; ``run`` reads only static buffers."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()  # warm-up: kernels chosen and workspaces allocated before capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    return graph, out
+
+
+class GraphedDualStep:
+    """A dual-cache step (the active block alone against the cached keys), captured as one CUDA graph.
+
+    The block's first position and the canvas are read from static buffers, and the cache is the
+    one the block's full pass fills, so one capture serves every step of every block.
+    """
+
+    def __init__(self, model: LLaDA, x: torch.Tensor, rope: Rope, kv: KVCache, start: int, block_length: int):
+        # Every buffer the graph reads is kept on self: a freed one would be reused under the graph.
+        self.x = x.clone()
+        self.start = torch.tensor(start, dtype=torch.long, device=x.device)
+        self.offsets = torch.arange(block_length, device=x.device)
+        t = model.model.transformer
+
+        def run() -> torch.Tensor:
+            index = self.start + self.offsets
+            h = t.wte(self.x.index_select(1, index))
+            cos, sin = rope.cos.index_select(2, index), rope.sin.index_select(2, index)
+            for block, k_cache, v_cache in zip(t.blocks, kv.k, kv.v):
+                h = cached_block(block, h, cos, sin, rope.keys(kv.length), k_cache, v_cache, index)
+            return model.lm_head(t.ln_f(h))
+
+        self.graph, self.logits = capture(run)
+
+    def __call__(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        self.x.copy_(x)
+        self.start.fill_(start)
+        self.graph.replay()
+        return self.logits.clone()
+
+
+class GraphedBlockLogits:
+    """``block_logits`` over the whole canvas, captured as one CUDA graph for this batch and length.
+
+    A replay reads the canvas and the block's first position from static buffers, so one capture
+    serves every step of every block.
+    """
+
+    def __init__(self, model: LLaDA, x: torch.Tensor, rope: Rope, block_length: int):
+        self.x = x.clone()
+        self.start = torch.zeros((), dtype=torch.long, device=x.device)
+        self.offsets = torch.arange(block_length, device=x.device)
+        t = model.model.transformer
+        cos, sin = rope.at(0, x.shape[1])
+
+        def run() -> torch.Tensor:
+            h = t.wte(self.x)
+            for block in t.blocks:
+                h = block(h, cos, sin, rope.keys(x.shape[1]))
+            return model.lm_head(t.ln_f(h.index_select(1, self.start + self.offsets)))
+
+        self.graph, self.logits = capture(run)
+
+    def __call__(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        self.x.copy_(x)
+        self.start.fill_(start)
+        self.graph.replay()
+        return self.logits.clone()  # the caller edits logits in place (logits_eos_inf)
