@@ -342,7 +342,7 @@ class Runner:
                                 generations, cuts, originals, generator)
                     stored[condition].update({todo[i].source_id: g.text for i, g in zip(rows, generations)})
                 done += len(todo)
-                self._report(done, total, started, config, condition)
+                self._report(done, total, started, config, condition, generator)
         return done
 
     def _prompt(self, condition: str, config: Config, sample: datasets.Sample, cuts: dict, stored: dict) -> str:
@@ -390,13 +390,15 @@ class Runner:
                 session.add(row)
             session.flush()
 
-    def _report(self, done: int, total: int, started: float, config: Config, condition: str) -> None:
+    def _report(self, done: int, total: int, started: float, config: Config, condition: str, generator) -> None:
         elapsed = time.perf_counter() - started
         rate = self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
         eta = elapsed / max(done, 1) * (total - done)
         self._set(done_units=done)
+        notes = getattr(generator, "notes", [])
         self.say(done / total, f"{done}/{total} · {config.model} · {config.compressor} {config.ratio:g}x · "
-                               f"seed {config.seed} · {condition} · ETA {eta:.0f} s · {rate:.0f} tokens/s")
+                               f"seed {config.seed} · {condition} · ETA {eta:.0f} s · {rate:.0f} tokens/s"
+                               + (f" · {notes[-1]}" if notes else ""))
 
     def summary(self) -> dict:
         return experiment_summary(self.db_url, self.experiment_id)

@@ -10,7 +10,7 @@ from typing import Callable, Protocol
 import torch
 
 from core.errors import UserError
-from core.llada import loader, sampler
+from core.llada import fast, loader, sampler
 from core.llada.tokenizer import EOS, EOT, MASK, chat_prompt
 
 StepCallback = Callable[[int, int], None]
@@ -67,6 +67,26 @@ def left_pad(encoded: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
+def halving_on_oom(items: list, run: Callable[[list], list], size: int, note: Callable[[str], None]) -> tuple[list, int]:
+    """``run`` over ``items`` in chunks of ``size``; on GPU out-of-memory the chunk size halves and
+    the failed chunk runs again, so a study goes on. Returns the results and the size that worked."""
+    results: list = []
+    done = 0
+    while done < len(items):
+        chunk = items[done:done + size]
+        try:
+            results += run(chunk)
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            size //= 2
+            torch.cuda.empty_cache()
+            note(f"GPU out of memory at batch {len(chunk)}: going on at batch {size}")
+            continue
+        done += len(chunk)
+    return results, size
+
+
 def hub_revision(model_dir: Path) -> str | None:
     """The commit hash when the directory is a hub cache snapshot (…/snapshots/<hash>)."""
     return model_dir.name if model_dir.parent.name == "snapshots" else None
@@ -89,6 +109,8 @@ class LLaDAGenerator:
             parameters=self.model.num_parameters(), max_length=cfg.max_sequence_length,
             revision=hub_revision(model_dir),
         )
+        self.max_batch: int | None = None  # lowered for good after a GPU out-of-memory
+        self.notes: list[str] = []  # what the caller should tell the user (out-of-memory retries)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -110,23 +132,37 @@ class LLaDAGenerator:
             raise UserError("Sampler settings: " + "; ".join(problems))
         encoded = [self.encode_prompt(p) for p in prompts]
         check_lengths([len(ids) for ids in encoded], params.gen_length, self.info.max_length)
+        size = min(len(encoded), self.max_batch or len(encoded))
+        results, self.max_batch = halving_on_oom(
+            encoded, lambda chunk: self._generate(chunk, params, seed, on_step), size, self.notes.append)
+        return results
+
+    def _generate(self, encoded: list[list[int]], params: sampler.SamplerParams, seed: int,
+                  on_step: StepCallback | None) -> list[Generation]:
         prompt, attention_mask = left_pad(encoded, self.eos_id)
         width = prompt.shape[1]
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         started = time.perf_counter()
-        out = sampler.generate(
-            self.model, prompt.to(self.device),
-            attention_mask.to(self.device) if len(encoded) > 1 else None,
+        common = dict(
             steps=params.steps, gen_length=params.gen_length, block_length=params.block_length,
-            temperature=params.temperature, cfg_scale=params.cfg_scale, remasking=params.remasking,
-            mask_id=self.mask_id, eos_id=self.eos_id, eot_id=self.eot_id, logits_eos_inf=params.logits_eos_inf,
+            temperature=params.temperature, remasking=params.remasking, mask_id=self.mask_id, eos_id=self.eos_id,
+            eot_id=self.eot_id, logits_eos_inf=params.logits_eos_inf,
             confidence_eos_eot_inf=params.confidence_eos_eot_inf, generator=generator,
-            on_step=None if on_step is None else (lambda done, total, _x: on_step(done, total)),
-        )
+            on_step=None if on_step is None else (lambda done, total, _x: on_step(done, total)))
+        prompt = prompt.to(self.device)
+        attention_mask = attention_mask.to(self.device) if len(encoded) > 1 else None
+        if params.mode == "fast":
+            result = fast.generate(self.model, prompt, attention_mask, cache=params.cache, threshold=params.threshold,
+                                   early_stop=params.early_stop, window=None if params.window < 0 else params.window,
+                                   **common)
+            out, calls = result.canvas, result.forward_calls
+        else:
+            out = sampler.generate(self.model, prompt, attention_mask, cfg_scale=params.cfg_scale, **common)
+            calls = params.steps
         seconds = time.perf_counter() - started
         results = []
         for row in range(len(encoded)):
             ids = out[row, width:].tolist()
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(Generation(text=text.strip(), token_ids=ids, seconds=seconds, forward_calls=params.steps))
+            results.append(Generation(text=text.strip(), token_ids=ids, seconds=seconds, forward_calls=calls))
         return results

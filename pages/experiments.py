@@ -50,7 +50,10 @@ cols = st.columns([3, 1, 1])
 models = cols[0].text_area("Models, one per line (LLaDA or a causal LM as the control)", value=default_model())
 preset = cols[1].selectbox("Sampler preset", ["(model default)"] + list(PRESETS),
                            format_func=lambda k: PRESETS[k][0] if k in PRESETS else k)
-batch_size = cols[2].number_input("Batch size", min_value=1, value=16)
+batch_size = cols[2].number_input("Batch size", min_value=1, value=16,
+                                  help="halved on its own if the GPU runs out of memory")
+if preset in PRESETS and PRESETS[preset][1].approximate:
+    st.warning(f"Sampler: {PRESETS[preset][1].label()}. Outputs can differ from the reference loop's.")
 
 # No st.form: the column pickers and the per-task settings follow the file and the sources as they are chosen.
 st.subheader("Your own prompts")

@@ -8,7 +8,8 @@ from core import compressors, datasets, demo, metrics, render
 from core.ar import PACKAGED_SMOLLM2
 from core.errors import UserError
 from core.llada.loader import available_locally
-from core.llada.sampler import PRESETS, REMASKING
+from core.llada.fast import CACHES
+from core.llada.sampler import MODES, PRESETS, REMASKING, SamplerParams
 from core.service import CompareRequest, default_model, default_preset
 from core.worker import job_state, submit_compare
 from pages.shared import db_url, get_worker, load_view, show_run
@@ -98,10 +99,23 @@ with st.expander("Sampler parameters", expanded=preset == "custom"):
     logits_eos_inf = c[2].checkbox("logits_eos_inf", value=base.logits_eos_inf, disabled=disabled)
     confidence_eos_eot_inf = c[3].checkbox("confidence_eos_eot_inf", value=base.confidence_eos_eot_inf,
                                            disabled=disabled)
+    c = st.columns(5)
+    mode = c[0].selectbox("mode", MODES, index=MODES.index(base.mode), disabled=disabled,
+                          help="'fast' gives the reference's tokens at temperature 0 unless an approximation is on")
+    cache = c[1].selectbox("cache (approximate)", CACHES, index=CACHES.index(base.cache), disabled=disabled)
+    threshold = c[2].number_input("threshold (approximate)", value=base.threshold, min_value=0.0, max_value=0.999,
+                                  step=0.05, disabled=disabled, help="0: off; else commit every position above it")
+    window = c[3].number_input("window (approximate)", value=base.window, min_value=-1, step=8, disabled=disabled,
+                               help="-1: off; else masks computed past the active block")
+    early_stop = c[4].checkbox("early_stop (approximate)", value=base.early_stop, disabled=disabled)
     if preset == "custom":
         sampler = dict(gen_length=int(gen_length), steps=int(steps), block_length=int(block_length),
                        temperature=float(temperature), cfg_scale=float(cfg_scale), remasking=remasking,
-                       logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf)
+                       logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf, mode=mode,
+                       cache=cache, threshold=float(threshold), window=int(window), early_stop=early_stop)
+    chosen = SamplerParams(**sampler) if sampler else base
+    if chosen.approximate:
+        st.warning(f"Sampler: {chosen.label()}. Outputs can differ from the reference loop's.")
 
 if st.button("Run", type="primary"):
     request = CompareRequest(

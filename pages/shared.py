@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from core import paths, render
+from core.llada.sampler import SamplerParams
 from core.worker import Worker
 from db.queries import item_view, run_view
 from db.session import session_scope
@@ -49,6 +52,12 @@ CONDITION_TITLES = {"reconstructed": "Reconstruction of the original prompt from
                     "reasoning_on_reconstructed": "Output on the reconstructed prompt"}
 
 
+def sampler_label(stored: dict) -> str:
+    """Reference, fast exact, or the approximations on; runs stored before the fast modes were reference runs."""
+    known = {f.name for f in fields(SamplerParams)}
+    return SamplerParams(**{k: v for k, v in stored.items() if k in known}).label()
+
+
 def show_run(view: dict) -> None:
     model = view["model"]
     for note in model["notes"]:
@@ -59,7 +68,8 @@ def show_run(view: dict) -> None:
     st.caption(
         f"{where} · {view['created_at']} · model {render.md_escape(model['id'])} "
         f"({model['parameters']:,} parameters, "
-        f"{model['device']}, {model['dtype']}) · preset {view['preset']} · seed {view['seed']}"
+        f"{model['device']}, {model['dtype']}) · preset {view['preset']} · sampler {sampler_label(view['sampler'])} "
+        f"· seed {view['seed']}"
     )
     ratio = st.columns(4)
     ratio[0].metric("Ratio asked", f"{view['ratio_requested']:g}x")
