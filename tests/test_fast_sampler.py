@@ -188,3 +188,22 @@ def test_cli_and_experiments_use_the_modes_through_the_sampler_settings(tiny_che
                  .join(models.Condition).join(models.Item).filter(models.Item.run_id == run.id)]
         stored = next(iter(run.sampler_params.values()))
     assert stored["cache"] == "dual" and calls == [2, 2]  # one pass per block: everything clears the threshold
+
+
+def test_pages_label_approximate_modes(tiny_checkpoint, db_url, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("COMPRESSLENS_MODEL", str(tiny_checkpoint))
+    pages = Path(__file__).resolve().parents[1] / "pages"
+    at = AppTest.from_file(str(pages / "playground.py"), default_timeout=60)
+    at.run()
+    preset = next(s for s in at.selectbox if s.label == "Sampler preset")
+    assert not any("APPROXIMATE" in w.value for w in at.warning)
+    preset.select("gsm8k-fast").run()
+    assert any("APPROXIMATE (dual cache, threshold 0.95, EOS early stop)" in w.value for w in at.warning)
+    at = AppTest.from_file(str(pages / "experiments.py"), default_timeout=60)
+    at.run()
+    next(s for s in at.selectbox if s.label == "Sampler preset").select("small-fast").run()
+    assert any("APPROXIMATE" in w.value for w in at.warning)
