@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fast_sampler import random_8b  # noqa: E402
 from core.demo import build_tiny_checkpoint  # noqa: E402
 from core.generator import LLaDAGenerator  # noqa: E402
-from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402
 from core.llada.sampler import SamplerParams, generate  # noqa: E402
 
 
@@ -46,14 +46,8 @@ def tiny_checkpoint_on_gpu() -> None:
 
 
 def llada_8b_sampler(gen: int, steps: int, block: int, prompt_tokens: int) -> None:
-    cfg = LLaDAConfig()
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LLaDA(cfg).to(torch.bfloat16)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.02)
-    model.eval()
+    model = random_8b()
+    cfg = model.cfg
     emit(figure="llada_8b_parameters", value=model.num_parameters(),
          weights_gib=round(torch.cuda.memory_allocated() / 2**30, 2))
     prompt = torch.randint(0, 126000, (1, prompt_tokens), device="cuda")
