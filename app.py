@@ -42,5 +42,6 @@ page = st.navigation([
     st.Page("pages/experiments.py", title="Experiments", icon=":material/lab_profile:"),
     st.Page("pages/results.py", title="Results", icon=":material/monitoring:"),
     st.Page("pages/history.py", title="History", icon=":material/history:"),
+    st.Page("pages/review.py", title="Review", icon=":material/rate_review:"),
 ])
 page.run()

@@ -1,4 +1,4 @@
-"""Statistics that make a comparison hold up: bootstrap intervals, paired tests, seed variance.
+"""Statistics that make a comparison hold up: bootstrap intervals, paired tests, seed variance, rater agreement.
 
 Plain Python and NumPy, seeded, so every number on a results page can be recomputed.
 """
@@ -6,6 +6,7 @@ Plain Python and NumPy, seeded, so every number on a results page can be recompu
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,3 +145,104 @@ def unpaired_bootstrap(values_a, values_b, confidence: float = 0.95, resamples: 
     return UnpairedBootstrap(observed, float(np.quantile(differences, tail)), float(np.quantile(differences, 1 - tail)),
                              float(min(1.0, 2 * crossing)), observed / pooled if pooled > 0 else 0.0,
                              int(a.size), int(b.size))
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def cohen_kappa(ratings_a, ratings_b) -> float:
+    """Cohen's kappa of two raters on nominal categories, over the items both rated (None or NaN: not rated).
+
+    NaN when chance agreement is already perfect (both raters used one and the same category throughout).
+    """
+    if len(ratings_a) != len(ratings_b):
+        raise ValueError("Cohen's kappa needs the two raters' values for the same items, in the same order")
+    pairs = [(a, b) for a, b in zip(ratings_a, ratings_b) if not _missing(a) and not _missing(b)]
+    if not pairs:
+        raise ValueError("Cohen's kappa needs at least one item rated by both raters")
+    n = len(pairs)
+    observed = sum(a == b for a, b in pairs) / n
+    counts_a, counts_b = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
+    expected = sum(counts_a[c] * counts_b[c] for c in counts_a) / n ** 2
+    return math.nan if expected == 1 else (observed - expected) / (1 - expected)
+
+
+ALPHA_LEVELS = ("nominal", "ordinal", "interval")
+
+
+def _squared_distances(values: list, totals: np.ndarray, level: str) -> np.ndarray:
+    """Krippendorff's metric differences delta^2 between every two values (sorted, with their totals n_c)."""
+    if level == "nominal":
+        return 1.0 - np.eye(len(values))
+    if level == "interval":
+        numbers = np.asarray(values, dtype=float)
+        return np.subtract.outer(numbers, numbers) ** 2
+    # Ordinal: how many pairable values lie between c and k, counting c and k by half.
+    index = np.arange(len(values))
+    low, high = np.minimum.outer(index, index), np.maximum.outer(index, index)
+    cumulative = np.cumsum(totals)
+    between = cumulative[high] - cumulative[low] + totals[low]
+    return (between - np.add.outer(totals, totals) / 2) ** 2
+
+
+def krippendorff_alpha(units, level: str = "nominal") -> float:
+    """Krippendorff's alpha from the coincidence matrix.
+
+    ``units``: per unit (item), the values given by the raters who rated it; a rater who did not is
+    simply absent. Units with fewer than two values cannot be paired and are left out. NaN when
+    the pairable values show no variation at all (the expected disagreement is zero).
+    """
+    if level not in ALPHA_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(ALPHA_LEVELS)}, not {level!r}")
+    pairable = [list(unit) for unit in units if len(unit) >= 2]
+    values = sorted({value for unit in pairable for value in unit})
+    if not values:
+        return math.nan
+    index = {value: i for i, value in enumerate(values)}
+    coincidences = np.zeros((len(values), len(values)))
+    for unit in pairable:
+        counts = np.bincount([index[v] for v in unit], minlength=len(values)).astype(float)
+        # Every ordered pair of values from two different raters, each unit weighing as many pairs as it has values.
+        coincidences += (np.outer(counts, counts) - np.diag(counts)) / (len(unit) - 1)
+    totals = coincidences.sum(axis=1)
+    distances = _squared_distances(values, totals, level)
+    expected = (np.outer(totals, totals) * distances).sum()
+    if expected == 0:
+        return math.nan
+    return float(1 - (totals.sum() - 1) * (coincidences * distances).sum() / expected)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing the mean of the ranks they span."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values))
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + 1 + end) / 2
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (ties averaged); NaN with fewer than two pairs or a constant side."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError("Spearman's correlation needs two equally long lists")
+    if a.size < 2:
+        return math.nan
+    ranks_a, ranks_b = _average_ranks(a), _average_ranks(b)
+    if ranks_a.std() == 0 or ranks_b.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def normalized_entropy(values, categories: int) -> float:
+    """Shannon entropy of the values' distribution over log(categories): 0 when all agree, 1 at an even spread
+    over every category."""
+    counts = np.array(list(Counter(values).values()), dtype=float)
+    if counts.sum() == 0 or categories < 2:
+        return 0.0
+    shares = counts / counts.sum()
+    return float(-(shares * np.log(shares)).sum() / math.log(categories)) + 0.0

@@ -1,4 +1,4 @@
-"""The schema: run -> item -> condition -> output -> metric, plus tags on runs and the job queue.
+"""The schema: run -> item -> condition -> output -> metric, plus tags on runs, the job queue and review tasks.
 
 A run holds everything needed to reproduce it (model id, local path and revision, sampler
 parameters, seed, compressor and its parameters, library versions); conditions are rows, so
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -165,3 +165,55 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ReviewTask(Base):
+    """Pairs of stored texts sampled for annotators to judge blind (see core.review)."""
+
+    __tablename__ = "review_tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    experiment_ids: Mapped[list] = mapped_column(JSON)
+    pair: Mapped[str] = mapped_column(String(80))  # a key of core.review.PAIRS
+    n_items: Mapped[int] = mapped_column(Integer)  # asked for; the task may hold fewer when candidates ran out
+    annotators_per_item: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    items: Mapped[list["ReviewItem"]] = relationship(back_populates="task", cascade="all, delete-orphan",
+                                                     passive_deletes=True, order_by="ReviewItem.position")
+
+
+class ReviewItem(Base):
+    """Two texts and what they are judged against, copied from the runs so a review outlives them."""
+
+    __tablename__ = "review_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("review_tasks.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # order in the annotators' queue
+    context: Mapped[str] = mapped_column(Text)
+    context_label: Mapped[str] = mapped_column(String(80))
+    first_text: Mapped[str] = mapped_column(Text)  # the baseline side, e.g. the original output
+    second_text: Mapped[str] = mapped_column(Text)
+    hidden: Mapped[dict] = mapped_column(JSON)  # conditions, compressor, ratio, metrics: shown only after a label
+    task: Mapped[ReviewTask] = relationship(back_populates="items")
+    labels: Mapped[list["ReviewLabel"]] = relationship(back_populates="item", cascade="all, delete-orphan",
+                                                       passive_deletes=True, order_by="ReviewLabel.id")
+
+
+class ReviewLabel(Base):
+    """One annotator's judgement of one item, in canonical terms (first/second), never in the A/B they saw."""
+
+    __tablename__ = "review_labels"
+    __table_args__ = (UniqueConstraint("item_id", "annotator", name="uq_review_labels_item_annotator"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), index=True)
+    annotator: Mapped[str] = mapped_column(String(80))
+    preference: Mapped[str] = mapped_column(String(20))  # first | second | tie | both_bad
+    faithfulness_first: Mapped[int] = mapped_column(Integer)  # 1-5
+    faithfulness_second: Mapped[int] = mapped_column(Integer)
+    tags: Mapped[list] = mapped_column(JSON, default=list)  # keys of core.review.ERROR_TAGS
+    comment: Mapped[str] = mapped_column(Text, default="")
+    a_is_first: Mapped[bool] = mapped_column(Boolean)  # the order the annotator saw, for audit
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    item: Mapped[ReviewItem] = relationship(back_populates="labels")

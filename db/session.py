@@ -36,12 +36,18 @@ def _tags(engine: Engine) -> None:
     Base.metadata.tables["tags"].create(engine, checkfirst=True)
 
 
+def _review(engine: Engine) -> None:
+    for name in ("review_tasks", "review_items", "review_labels"):  # parents before children
+        Base.metadata.tables[name].create(engine, checkfirst=True)
+
+
 # (version, name, step). Steps after the first alter existing tables and check before they change:
 # a new database gets every table from step 1 already in its latest form.
 MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (1, "runs, items, conditions, outputs, metrics, jobs", _create_tables),
     (2, "experiments; unique run config, item and output keys", _experiments),
     (3, "tags on runs", _tags),
+    (4, "review tasks, items and annotators' labels", _review),
 ]
 
 
