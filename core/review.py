@@ -160,8 +160,10 @@ def _whole(value, what: str, minimum: int) -> int:
 
 
 def create_task(db_url: str, name: str, experiment_ids, pair: str, n_items: int, annotators_per_item: int,
-                seed: int) -> int:
-    """A review task of ``n_items`` prompts sampled with ``seed`` (all of them when there are fewer)."""
+                seed: int, blind: bool = True) -> int:
+    """A review task of ``n_items`` prompts sampled with ``seed`` (all of them when there are fewer).
+
+    ``blind=False`` shows annotators what each text is from the start, for open qualitative reading."""
     ids = sorted({int(i) for i in experiment_ids or ()})
     if not ids:
         raise UserError("Choose at least one experiment to review")
@@ -180,7 +182,7 @@ def create_task(db_url: str, name: str, experiment_ids, pair: str, n_items: int,
     chosen = random.Random(seed).sample(candidates, min(n_items, len(candidates)))
     with session_scope(db_url) as session:
         task = ReviewTask(name=name, experiment_ids=ids, pair=pair, n_items=n_items,
-                          annotators_per_item=annotators_per_item, seed=seed)
+                          annotators_per_item=annotators_per_item, seed=seed, blind=bool(blind))
         task.items = [ReviewItem(position=position, **fields) for position, fields in enumerate(chosen)]
         session.add(task)
         session.flush()
@@ -198,7 +200,7 @@ def list_tasks(db_url: str) -> list[dict]:
         return [{"id": t.id, "name": t.name, "created_at": t.created_at.isoformat(sep=" ", timespec="seconds"),
                  "experiment_ids": t.experiment_ids, "pair": t.pair, "pair_label": PAIRS[t.pair].label,
                  "n_items": t.n_items, "items": items.get(t.id, 0), "annotators_per_item": t.annotators_per_item,
-                 "labels": labels.get(t.id, 0), "seed": t.seed}
+                 "labels": labels.get(t.id, 0), "seed": t.seed, "blind": t.blind}
                 for t in session.scalars(select(ReviewTask).order_by(ReviewTask.id.desc()))]
 
 
@@ -350,7 +352,7 @@ def save_label(db_url: str, item_id: int, annotator: str, preference: str, faith
 
 def reveal(db_url: str, item_id: int, annotator: str | None = None) -> dict:
     """The item's hidden fields, with the pair's names. Given an annotator, only once they have labelled the
-    item, and with which text A and B were for them; without one, for the reviewer."""
+    item (at once in an unblinded task), and with which text A and B were for them; without one, for the reviewer."""
     with session_scope(db_url) as session:
         item = _item(session, item_id)
         pair = PAIRS[item.task.pair]
@@ -358,7 +360,7 @@ def reveal(db_url: str, item_id: int, annotator: str | None = None) -> dict:
                                         "second_name": pair.second_name}
         if annotator is not None:
             annotator = _annotator(annotator)
-            if _own_label(session, item.id, annotator) is None:
+            if item.task.blind and _own_label(session, item.id, annotator) is None:
                 raise UserError("Submit your label first: the conditions and scores are shown after it")
             a_is_first = order_for(item.task.seed, item.id, annotator)
             revealed["text_a_is"] = pair.first_name if a_is_first else pair.second_name

@@ -179,6 +179,7 @@ class ReviewTask(Base):
     n_items: Mapped[int] = mapped_column(Integer)  # asked for; the task may hold fewer when candidates ran out
     annotators_per_item: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)
+    blind: Mapped[bool] = mapped_column(Boolean, default=True)  # hide what each text is until the label is in
     items: Mapped[list["ReviewItem"]] = relationship(back_populates="task", cascade="all, delete-orphan",
                                                      passive_deletes=True, order_by="ReviewItem.position")
 

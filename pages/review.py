@@ -25,7 +25,7 @@ def tasks() -> dict[int, dict]:
 
 
 def task_label(task: dict) -> str:
-    return f"#{task['id']} {task['name']} ({task['items']} items)"
+    return f"#{task['id']} {task['name']} ({task['items']} items{'' if task['blind'] else ', not blind'})"
 
 
 # Creating a task
@@ -51,11 +51,13 @@ def create_section() -> None:
         n_items = cols[0].number_input("Items", min_value=1, value=20, help="all the prompts there are, if fewer")
         per_item = cols[1].number_input("Annotators per item", min_value=1, value=2)
         seed = cols[2].number_input("Sampling seed", min_value=0, value=0)
+        blind = st.checkbox("Blind", value=True, help="hide which condition each text is, the compressor, the "
+                            "ratio and the metrics until the annotator has labelled the item")
         submitted = st.form_submit_button("Create task", type="primary")
     if not submitted:
         return
     try:
-        task_id = review.create_task(db_url(), name, chosen, pair, int(n_items), int(per_item), int(seed))
+        task_id = review.create_task(db_url(), name, chosen, pair, int(n_items), int(per_item), int(seed), blind)
     except UserError as error:
         st.error(md_escape(error))
         return
@@ -198,8 +200,12 @@ def annotate_section() -> None:
         with column:
             st.markdown(f"**Text {side.upper()}**")
             st.html(text_html(item[f"text_{side}"]))
+    blind = stored[task_id]["blind"]
+    if not blind:
+        st.caption("This task is not blind: what each text is shows from the start.")
+        show_revealed(review.reveal(db_url(), item_id, annotator))
     label_form(item, annotator)
-    if item["label"] is not None:  # only once this annotator has answered
+    if blind and item["label"] is not None:  # only once this annotator has answered
         show_revealed(review.reveal(db_url(), item_id, annotator))
 
 

@@ -247,6 +247,21 @@ def test_an_annotator_sees_no_hidden_field_and_a_fixed_order_of_their_own(db_url
     assert review.order_for(3, 5, "ann") == review.order_for(3, 5, "ann")
 
 
+def test_reveal_waits_for_the_label_unless_the_task_is_not_blind(db_url):
+    from core.errors import UserError
+
+    task_id, items = new_task(db_url, n_items=2)
+    with pytest.raises(UserError, match="Submit your label first"):
+        review.reveal(db_url, items[0].id, "ann")
+    experiment_ids = review.list_tasks(db_url)[0]["experiment_ids"]
+    open_task = review.create_task(db_url, "open", experiment_ids, PAIR, 2, 1, 0, blind=False)
+    assert {t["id"]: t["blind"] for t in review.list_tasks(db_url)} == {task_id: True, open_task: False}
+    item = task_items(db_url, open_task)[0]
+    shown = review.reveal(db_url, item.id, "ann")
+    assert shown["compressor"] == item.hidden["compressor"] and shown["text_a_is"] in ("original output",
+                                                                                      "compressed output")
+
+
 def test_a_label_is_stored_in_canonical_terms_and_shown_back_in_a_b(db_url):
     task_id, items = new_task(db_url, n_items=8)
     orders = {item.id: review.order_for(0, item.id, "ann") for item in items}  # the task's seed is 0

@@ -213,3 +213,13 @@ def test_app_lists_review_after_history(tiny_checkpoint, db_url, monkeypatch):
     at.switch_page("pages/review.py").run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Review" and at.info[0].value.startswith("No review tasks yet")
+
+
+def test_an_unblinded_task_shows_what_each_text_is_before_the_label(experiment, db_url):
+    task_id = review.create_task(db_url, "open reading", [experiment], "output_original_vs_compressed", 2, 1, 0,
+                                 blind=False)
+    at = page(annotator="Ines")
+    assert any(option.startswith(f"#{task_id} open reading") and "not blind" in option
+               for option in at.selectbox(key="annotate-task").options)
+    assert "Revealed" in {s.value for s in at.subheader}
+    assert any(m.label == "Compressor" for m in at.metric)
