@@ -73,11 +73,12 @@ def test_a_cache_fresh_from_the_full_pass_gives_the_full_pass_logits(setup):
     mask = torch.cat([mask, torch.ones(2, 16, dtype=mask.dtype)], dim=1)
     rope = fast.Rope(model, mask, 2, x.shape[1])
     start, end = P, P + 8
-    full = fast.block_logits(model, x, rope, start, end, x.shape[1])
+    block, everything = torch.arange(start, end), torch.arange(x.shape[1])
+    full = fast.block_logits(model, x, rope, block, x.shape[1])
     kv = fast.KVCache(model, 2, x.shape[1], x.device)
-    first = fast.cached_logits(model, x, rope, kv, 0, x.shape[1], start, end)
-    dual = fast.cached_logits(model, x, rope, kv, start, end, start, end)
-    prefix = fast.cached_logits(model, x, rope, kv, start, x.shape[1], start, end)
+    first = fast.cached_logits(model, x, rope, kv, everything, block)
+    dual = fast.cached_logits(model, x, rope, kv, block, block)
+    prefix = fast.cached_logits(model, x, rope, kv, torch.arange(start, x.shape[1]), block)
     for logits in (first, dual, prefix):
         torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-4)
 

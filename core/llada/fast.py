@@ -69,13 +69,16 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
     # CUDA graphs need fixed shapes: the whole canvas (no window), and for a cache the dual one,
     # whose steps all compute exactly one block.
     graphs = cuda_graph and device.type == "cuda" and window is None
-    graphed = GraphedBlockLogits(model, x, rope, block_length) if graphs and cache == "none" else None
+    graphed = None
+    if graphs and cache == "none":
+        graphed = GraphedLogits(lambda canvas, positions: block_logits(model, canvas, rope, positions, T),
+                                x, P, block_length)
     kv = KVCache(model, B, T, device) if window is None and cache != "none" else None
-    graphed_step = None
     calls = 0
 
     for num_block in range(num_blocks):
         start, end = P + num_block * block_length, P + (num_block + 1) * block_length
+        block = torch.arange(start, end, device=device)
         seen = T if window is None else min(T, end + window)  # the tail past `seen` is skipped
         schedule = get_num_transfer_tokens(x[:, start:end] == mask_id, steps)
         if window is not None and cache != "none":
@@ -91,20 +94,21 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
                     continue  # the reference's forward pass here would commit nothing
             else:
                 step += 1
-            if graphed is not None:
-                logits = graphed(x, start)
-            elif cache == "none":
-                logits = block_logits(model, x, rope, start, end, seen)
+            if cache == "none":
+                logits = graphed(x, start) if graphed else block_logits(model, x, rope, block, seen)
             elif not fresh:
-                if cache == "dual" and graphs and graphed_step is None:
+                if cache == "dual" and graphs and graphed is None:
                     # Captured before the full pass, which then overwrites what the capture's warm-up wrote.
-                    graphed_step = GraphedDualStep(model, x, rope, kv, start, block_length)
-                logits = cached_logits(model, x, rope, kv, 0, seen, start, end)
+                    graphed = GraphedLogits(
+                        lambda canvas, positions, kv=kv: cached_logits(model, canvas, rope, kv, positions, positions),
+                        x, start, block_length)
+                logits = cached_logits(model, x, rope, kv, torch.arange(seen, device=device), block)
                 fresh = True
-            elif graphed_step is not None:
-                logits = graphed_step(x, start)
+            elif graphed is not None:
+                logits = graphed(x, start)
             else:
-                logits = cached_logits(model, x, rope, kv, start, end if cache == "dual" else seen, start, end)
+                recomputed = block if cache == "dual" else torch.arange(start, seen, device=device)
+                logits = cached_logits(model, x, rope, kv, recomputed, block)
             calls += 1
 
             if logits_eos_inf:
@@ -172,14 +176,14 @@ class Rope:
         return None if self.key_mask is None else self.key_mask[..., :last]
 
 
-def block_logits(model: LLaDA, x: torch.Tensor, rope: Rope, start: int, end: int, seen: int) -> torch.Tensor:
-    """A full forward pass over positions [0, seen); norm and head for the block [start, end) only."""
+def block_logits(model: LLaDA, x: torch.Tensor, rope: Rope, block: torch.Tensor, seen: int) -> torch.Tensor:
+    """A full forward pass over positions [0, seen); norm and head for the positions ``block`` only."""
     t = model.model.transformer
     cos, sin = rope.at(0, seen)
     h = t.wte(x[:, :seen])
-    for block in t.blocks:
-        h = block(h, cos, sin, rope.keys(seen))
-    return model.lm_head(t.ln_f(h[:, start:end]))
+    for layer in t.blocks:
+        h = layer(h, cos, sin, rope.keys(seen))
+    return model.lm_head(t.ln_f(h.index_select(1, block)))
 
 
 class KVCache:
@@ -194,17 +198,16 @@ class KVCache:
         self.length = length
 
 
-def cached_logits(model: LLaDA, x: torch.Tensor, rope: Rope, kv: KVCache, first: int, last: int,
-                  start: int, end: int) -> torch.Tensor:
-    """Recompute positions [first, last), refreshing their cache entries; every other position's
-    keys and values come from the cache. Logits for the block [start, end)."""
+def cached_logits(model: LLaDA, x: torch.Tensor, rope: Rope, kv: KVCache, recomputed: torch.Tensor,
+                  block: torch.Tensor) -> torch.Tensor:
+    """Recompute the consecutive positions ``recomputed``, refreshing their cache entries; every other
+    position's keys and values come from the cache. Logits for the positions ``block`` among them."""
     t = model.model.transformer
-    cos, sin = rope.at(first, last)
-    index = torch.arange(first, last, device=x.device)
-    h = t.wte(x[:, first:last])
-    for block, k_cache, v_cache in zip(t.blocks, kv.k, kv.v):
-        h = cached_block(block, h, cos, sin, rope.keys(kv.length), k_cache, v_cache, index)
-    return model.lm_head(t.ln_f(h[:, start - first:end - first]))
+    cos, sin = rope.cos.index_select(2, recomputed), rope.sin.index_select(2, recomputed)
+    h = t.wte(x.index_select(1, recomputed))
+    for layer, k_cache, v_cache in zip(t.blocks, kv.k, kv.v):
+        h = cached_block(layer, h, cos, sin, rope.keys(kv.length), k_cache, v_cache, recomputed)
+    return model.lm_head(t.ln_f(h.index_select(1, block - recomputed[0])))
 
 
 def cached_block(block, h, cos, sin, key_mask, k_cache, v_cache, index: torch.Tensor) -> torch.Tensor:
@@ -242,58 +245,21 @@ def capture(run: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torc
     return graph, out
 
 
-class GraphedDualStep:
-    """A dual-cache step (the active block alone against the cached keys), captured as one CUDA graph.
+class GraphedLogits:
+    """``logits(canvas, block)`` captured once as a CUDA graph for this batch, canvas and block length.
 
-    The block's first position and the canvas are read from static buffers, and the cache is the
-    one the block's full pass fills, so one capture serves every step of every block.
+    A replay reads the canvas and the block's first position from static buffers, so one capture
+    serves every step of every block: the exact pass, or the dual-cache step against a cache that
+    each block's full pass refills. Every buffer the graph reads is kept on self: a freed one would
+    be reused under the graph.
     """
 
-    def __init__(self, model: LLaDA, x: torch.Tensor, rope: Rope, kv: KVCache, start: int, block_length: int):
-        # Every buffer the graph reads is kept on self: a freed one would be reused under the graph.
+    def __init__(self, logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, start: int,
+                 block_length: int):
         self.x = x.clone()
         self.start = torch.tensor(start, dtype=torch.long, device=x.device)
         self.offsets = torch.arange(block_length, device=x.device)
-        t = model.model.transformer
-
-        def run() -> torch.Tensor:
-            index = self.start + self.offsets
-            h = t.wte(self.x.index_select(1, index))
-            cos, sin = rope.cos.index_select(2, index), rope.sin.index_select(2, index)
-            for block, k_cache, v_cache in zip(t.blocks, kv.k, kv.v):
-                h = cached_block(block, h, cos, sin, rope.keys(kv.length), k_cache, v_cache, index)
-            return model.lm_head(t.ln_f(h))
-
-        self.graph, self.logits = capture(run)
-
-    def __call__(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        self.x.copy_(x)
-        self.start.fill_(start)
-        self.graph.replay()
-        return self.logits.clone()
-
-
-class GraphedBlockLogits:
-    """``block_logits`` over the whole canvas, captured as one CUDA graph for this batch and length.
-
-    A replay reads the canvas and the block's first position from static buffers, so one capture
-    serves every step of every block.
-    """
-
-    def __init__(self, model: LLaDA, x: torch.Tensor, rope: Rope, block_length: int):
-        self.x = x.clone()
-        self.start = torch.zeros((), dtype=torch.long, device=x.device)
-        self.offsets = torch.arange(block_length, device=x.device)
-        t = model.model.transformer
-        cos, sin = rope.at(0, x.shape[1])
-
-        def run() -> torch.Tensor:
-            h = t.wte(self.x)
-            for block in t.blocks:
-                h = block(h, cos, sin, rope.keys(x.shape[1]))
-            return model.lm_head(t.ln_f(h.index_select(1, self.start + self.offsets)))
-
-        self.graph, self.logits = capture(run)
+        self.graph, self.logits = capture(lambda: logits(self.x, self.start + self.offsets))
 
     def __call__(self, x: torch.Tensor, start: int) -> torch.Tensor:
         self.x.copy_(x)
