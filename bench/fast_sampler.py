@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.llada import fast, sampler  # noqa: E402
+from core.generator import run_sampler  # noqa: E402
 from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402
 from core.llada.sampler import PRESETS, SamplerParams  # noqa: E402
 
@@ -62,15 +62,8 @@ def random_8b() -> LLaDA:
 
 def run(model: LLaDA, prompts: torch.Tensor, params: SamplerParams) -> tuple[torch.Tensor, int]:
     cfg = model.cfg
-    common = dict(steps=params.steps, gen_length=params.gen_length, block_length=params.block_length,
-                  mask_id=cfg.mask_token_id, eos_id=cfg.eos_token_id, eot_id=126348,
-                  generator=torch.Generator(device="cuda").manual_seed(0))
-    if params.mode == "reference":
-        return sampler.generate(model, prompts, **common), params.steps
-    result = fast.generate(model, prompts, cache=params.cache, threshold=params.threshold,
-                           early_stop=params.early_stop, window=None if params.window < 0 else params.window,
-                           **common)
-    return result.canvas, result.forward_calls
+    return run_sampler(model, prompts, None, params, mask_id=cfg.mask_token_id, eos_id=cfg.eos_token_id,
+                       eot_id=126348, generator=torch.Generator(device="cuda").manual_seed(0))
 
 
 def speed(model: LLaDA, shapes: list[tuple[int, int, int]], batches: list[int], modes: list[str]) -> None:
