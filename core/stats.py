@@ -89,12 +89,19 @@ def paired_bootstrap(values_a, values_b, confidence: float = 0.95, resamples: in
     diff = b - a
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
-    tail = (1 - confidence) / 2
     observed = float(diff.mean())
-    crossing = (means <= 0).mean() if observed > 0 else (means >= 0).mean()
     spread = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
-    return PairedBootstrap(observed, float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)),
-                           float(min(1.0, 2 * crossing)), observed / spread if spread > 0 else 0.0, int(diff.size))
+    return PairedBootstrap(observed, *_interval_and_p(means, observed, confidence),
+                           observed / spread if spread > 0 else 0.0, int(diff.size))
+
+
+def _interval_and_p(differences: np.ndarray, observed: float, confidence: float) -> tuple[float, float, float]:
+    """Percentile interval of bootstrapped differences, and the two-sided p-value: twice the share of
+    resamples on the other side of zero from the observed difference."""
+    tail = (1 - confidence) / 2
+    crossing = (differences <= 0).mean() if observed > 0 else (differences >= 0).mean()
+    return (float(np.quantile(differences, tail)), float(np.quantile(differences, 1 - tail)),
+            float(min(1.0, 2 * crossing)))
 
 
 @dataclass(frozen=True)
@@ -135,16 +142,12 @@ def unpaired_bootstrap(values_a, values_b, confidence: float = 0.95, resamples: 
     rng = np.random.default_rng(seed)
     means_a = a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
     means_b = b[rng.integers(0, b.size, size=(resamples, b.size))].mean(axis=1)
-    differences = means_b - means_a
-    tail = (1 - confidence) / 2
     observed = float(b.mean() - a.mean())
-    crossing = (differences <= 0).mean() if observed > 0 else (differences >= 0).mean()
     squares = ((a - a.mean()) ** 2).sum() + ((b - b.mean()) ** 2).sum()
     dof = a.size + b.size - 2
     pooled = math.sqrt(squares / dof) if dof > 0 else 0.0
-    return UnpairedBootstrap(observed, float(np.quantile(differences, tail)), float(np.quantile(differences, 1 - tail)),
-                             float(min(1.0, 2 * crossing)), observed / pooled if pooled > 0 else 0.0,
-                             int(a.size), int(b.size))
+    return UnpairedBootstrap(observed, *_interval_and_p(means_b - means_a, observed, confidence),
+                             observed / pooled if pooled > 0 else 0.0, int(a.size), int(b.size))
 
 
 def _missing(value) -> bool:
