@@ -8,16 +8,15 @@ from datetime import datetime, time, timedelta
 import pandas as pd
 import plotly.express as px
 import streamlit as st
-from sqlalchemy import select
 
 from core import analysis
 from core.errors import UserError
 from core.render import md_escape
-from db.models import Experiment, Item, Run
+from db.models import Item, Run
 from db.queries import (RUN_SORTS, TAG_MAX_CHARS, delete_run, distinct_tags, distinct_values, normalise_tags,
                         run_summaries, set_tags)
 from db.session import session_scope
-from pages.shared import db_url, load_view, show_run
+from pages.shared import db_url, experiment_labels, load_view, show_run
 
 ALL = "(all)"
 
@@ -107,12 +106,6 @@ def runs_section() -> None:
     with cols[1]:
         delete_button(chosen)
     show_run(view)
-
-
-def experiment_labels() -> dict[int, str]:
-    with session_scope(db_url()) as session:
-        return {e.id: f"#{e.id} {e.name} ({e.status}, {e.done_units}/{e.total_units})"
-                for e in session.scalars(select(Experiment).order_by(Experiment.id.desc()))}
 
 
 def experiment_outputs(experiment_id: int) -> pd.DataFrame | None:

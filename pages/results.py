@@ -6,18 +6,13 @@ import json
 
 import plotly.express as px
 import streamlit as st
-from sqlalchemy import select
 
 from core import analysis
-from db.models import Experiment
-from db.session import session_scope
-from pages.shared import db_url, load_item_view, show_run
+from pages.shared import db_url, experiment_labels, load_item_view, show_run
 
 st.title("Results")
 
-with session_scope(db_url()) as session:
-    experiments = {e.id: f"#{e.id} {e.name} ({e.status}, {e.done_units}/{e.total_units})"
-                   for e in session.scalars(select(Experiment).order_by(Experiment.id.desc()))}
+experiments = experiment_labels()
 if not experiments:
     st.info("No experiments yet: queue one on the Experiments page.")
     st.stop()

@@ -6,15 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import plotly.express as px
 import streamlit as st
-from sqlalchemy import select
 
 from core import review
 from core.errors import UserError
 from core.metrics import METRIC_LABELS
 from core.render import md_escape, text_html
-from db.models import Experiment
-from db.session import session_scope
-from pages.shared import db_url
+from pages.shared import db_url, experiment_labels
 
 PARTS = {"annotate": "an annotator", "create": "a reviewer creating a task", "results": "a reviewer reading results"}
 PREFERENCE_LABELS = {"A": "A", "B": "B", "tie": "Tie", "both_bad": "Both bad"}
@@ -29,12 +26,6 @@ def task_label(task: dict) -> str:
 
 
 # Creating a task
-
-
-def experiment_labels() -> dict[int, str]:
-    with session_scope(db_url()) as session:
-        return {e.id: f"#{e.id} {e.name} ({e.status}, {e.done_units}/{e.total_units})"
-                for e in session.scalars(select(Experiment).order_by(Experiment.id.desc()))}
 
 
 def create_section() -> None:

@@ -7,10 +7,12 @@ from dataclasses import fields
 import pandas as pd
 import plotly.express as px
 import streamlit as st
+from sqlalchemy import select
 
 from core import paths, render
 from core.llada.sampler import SamplerParams
 from core.worker import Worker
+from db.models import Experiment
 from db.queries import item_view, run_view
 from db.session import session_scope
 
@@ -30,6 +32,13 @@ def get_worker() -> Worker:
     ``start`` is a no-op while its thread lives and brings it back if it ever died.
     """
     return _worker_for(db_url()).start()
+
+
+def experiment_labels() -> dict[int, str]:
+    """Every stored experiment, newest first, as the pickers show it."""
+    with session_scope(db_url()) as session:
+        return {e.id: f"#{e.id} {e.name} ({e.status}, {e.done_units}/{e.total_units})"
+                for e in session.scalars(select(Experiment).order_by(Experiment.id.desc()))}
 
 
 def load_view(run_id: int) -> dict | None:
