@@ -113,9 +113,9 @@ with st.expander("Sampler parameters", expanded=preset == "custom"):
                        temperature=float(temperature), cfg_scale=float(cfg_scale), remasking=remasking,
                        logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf, mode=mode,
                        cache=cache, threshold=float(threshold), window=int(window), early_stop=early_stop)
-    chosen = SamplerParams(**sampler) if sampler else base
-    if chosen.approximate:
-        st.warning(f"Sampler: {chosen.label()}. Outputs can differ from the reference loop's.")
+chosen = SamplerParams(**sampler) if sampler else base
+if chosen.approximate:
+    st.warning(f"Sampler: {chosen.label()}. Outputs can differ from the reference loop's.")
 
 if st.button("Run", type="primary"):
     request = CompareRequest(

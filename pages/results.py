@@ -51,6 +51,8 @@ def open_clicked(event, chart: str) -> None:
 
 
 def chart_and_table(figure, table, name: str, clickable: bool = False) -> None:
+    # Below the plot, so a colour scale and a symbol legend never draw over each other.
+    figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2})
     config = {"toImageButtonOptions": {"format": image_format, "filename": f"compresslens-{name}"},
               "displaylogo": False}
     if clickable:

@@ -204,6 +204,8 @@ def test_pages_label_approximate_modes(tiny_checkpoint, db_url, monkeypatch):
     assert not any("APPROXIMATE" in w.value for w in at.warning)
     preset.select("gsm8k-fast").run()
     assert any("APPROXIMATE (dual cache, threshold 0.95, EOS early stop)" in w.value for w in at.warning)
+    settings = next(e for e in at.expander if e.label == "Sampler parameters")
+    assert not settings.warning  # in sight, not folded away with the settings
     at = AppTest.from_file(str(pages / "experiments.py"), default_timeout=60)
     at.run()
     next(s for s in at.selectbox if s.label == "Sampler preset").select("small-fast").run()
