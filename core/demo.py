@@ -32,7 +32,8 @@ def training_texts() -> list[str]:
 def build_tiny_checkpoint(out_dir: Path, *, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                           n_kv_heads: int | None = None, mlp_hidden_size: int = 128, weight_tying: bool = False,
                           vocab_size: int = 512, max_sequence_length: int = 1024, seed: int = 0,
-                          max_shard_bytes: int | None = None, chat_template: bool = True) -> Path:
+                          max_shard_bytes: int | None = None, chat_template: bool = True,
+                          shifted_prediction: bool = False) -> Path:
     out_dir = Path(out_dir)
     tokenizer = build_bpe_tokenizer(training_texts(), vocab_size=vocab_size, with_chat_template=chat_template)
     vocab = tokenizer.get_vocab()
@@ -41,6 +42,7 @@ def build_tiny_checkpoint(out_dir: Path, *, d_model: int = 64, n_layers: int = 2
         mlp_hidden_size=mlp_hidden_size, vocab_size=len(tokenizer), embedding_size=len(tokenizer),
         max_sequence_length=max_sequence_length, rope_theta=10000.0, weight_tying=weight_tying,
         mask_token_id=vocab[MASK], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS],
+        shifted_prediction=shifted_prediction,
     )
     model = LLaDA(cfg)
     init_weights(model, seed)

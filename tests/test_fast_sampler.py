@@ -18,9 +18,17 @@ def gqa_checkpoint(tmp_path_factory):
     return demo.build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-gqa"), n_heads=4, n_kv_heads=2, seed=3)
 
 
-@pytest.fixture(scope="module", params=["mha", "gqa"])
-def setup(request, tiny_checkpoint, gqa_checkpoint):
-    path = tiny_checkpoint if request.param == "mha" else gqa_checkpoint
+@pytest.fixture(scope="module")
+def shifted_checkpoint(tmp_path_factory):
+    """Grouped-query attention with shifted prediction, as in the SmolLM2 diffusion model. (Untied: a
+    random tied head proposes the mask token itself, which real checkpoints never do.)"""
+    return demo.build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-shifted"), n_heads=4, n_kv_heads=2,
+                                      shifted_prediction=True, seed=4)
+
+
+@pytest.fixture(scope="module", params=["mha", "gqa", "shifted"])
+def setup(request, tiny_checkpoint, gqa_checkpoint, shifted_checkpoint):
+    path = {"mha": tiny_checkpoint, "gqa": gqa_checkpoint, "shifted": shifted_checkpoint}[request.param]
     model = load_llada(path, "cpu")
     tok = load_tokenizer(path)
     vocab = tok.get_vocab()
@@ -77,8 +85,8 @@ def test_a_cache_fresh_from_the_full_pass_gives_the_full_pass_logits(setup):
     full = fast.block_logits(model, x, rope, block, x.shape[1])
     kv = fast.KVCache(model, 2, x.shape[1], x.device)
     first = fast.cached_logits(model, x, rope, kv, everything, block)
-    dual = fast.cached_logits(model, x, rope, kv, block, block)
-    prefix = fast.cached_logits(model, x, rope, kv, torch.arange(start, x.shape[1]), block)
+    dual = fast.cached_logits(model, x, rope, kv, fast.recomputed_for(model, block), block)
+    prefix = fast.cached_logits(model, x, rope, kv, fast.recomputed_for(model, torch.arange(start, x.shape[1])), block)
     for logits in (first, dual, prefix):
         torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-4)
 

@@ -196,3 +196,17 @@ def test_init_is_seeded():
     init_weights(a, 5)
     init_weights(b, 5)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_shifted_prediction_reads_each_position_from_its_predecessor(tmp_path):
+    """Dream's rule: the state at i predicts token i + 1, so row j of the logits is row j - 1 of the
+    unshifted model (row 0, with no predecessor, reads itself), padding or not."""
+    ckpt = build_tiny_checkpoint(tmp_path / "s", n_heads=4, n_kv_heads=2, weight_tying=True,
+                                 shifted_prediction=True, seed=6)
+    shifted = load_llada(ckpt, "cpu")
+    assert shifted.cfg.shifted_prediction
+    ids = torch.randint(0, shifted.cfg.vocab_size, (2, 7), generator=torch.Generator().manual_seed(3))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]])
+    unshifted = reference_forward(shifted, ids, mask)
+    expected = torch.cat([unshifted[:, :1], unshifted[:, :-1]], dim=1)
+    assert torch.allclose(shifted(ids, attention_mask=mask), expected, atol=1e-4, rtol=1e-4)

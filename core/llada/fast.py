@@ -100,14 +100,15 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
                 if cache == "dual" and graphs and graphed is None:
                     # Captured before the full pass, which then overwrites what the capture's warm-up wrote.
                     graphed = GraphedLogits(
-                        lambda canvas, positions, kv=kv: cached_logits(model, canvas, rope, kv, positions, positions),
+                        lambda canvas, positions, kv=kv: cached_logits(model, canvas, rope, kv,
+                                                                       recomputed_for(model, positions), positions),
                         x, start, block_length)
                 logits = cached_logits(model, x, rope, kv, torch.arange(seen, device=device), block)
                 fresh = True
             elif graphed is not None:
                 logits = graphed(x, start)
             else:
-                recomputed = block if cache == "dual" else torch.arange(start, seen, device=device)
+                recomputed = recomputed_for(model, block if cache == "dual" else torch.arange(start, seen, device=device))
                 logits = cached_logits(model, x, rope, kv, recomputed, block)
             calls += 1
 
@@ -183,7 +184,15 @@ def block_logits(model: LLaDA, x: torch.Tensor, rope: Rope, block: torch.Tensor,
     h = t.wte(x[:, :seen])
     for layer in t.blocks:
         h = layer(h, cos, sin, rope.keys(seen))
-    return model.lm_head(t.ln_f(h.index_select(1, block)))
+    return model.lm_head(t.ln_f(h.index_select(1, model.predicting_positions(block))))
+
+
+def recomputed_for(model: LLaDA, positions: torch.Tensor) -> torch.Tensor:
+    """The consecutive positions ``positions`` and, with shifted prediction, the one before them,
+    whose state predicts the first of them."""
+    if not model.cfg.shifted_prediction:
+        return positions
+    return torch.cat([model.predicting_positions(positions[:1]), positions])
 
 
 class KVCache:
@@ -207,7 +216,7 @@ def cached_logits(model: LLaDA, x: torch.Tensor, rope: Rope, kv: KVCache, recomp
     h = t.wte(x.index_select(1, recomputed))
     for layer, k_cache, v_cache in zip(t.blocks, kv.k, kv.v):
         h = cached_block(layer, h, cos, sin, rope.keys(kv.length), k_cache, v_cache, recomputed)
-    return model.lm_head(t.ln_f(h.index_select(1, block - recomputed[0])))
+    return model.lm_head(t.ln_f(h.index_select(1, model.predicting_positions(block) - recomputed[0])))
 
 
 def cached_block(block, h, cos, sin, key_mask, k_cache, v_cache, index: torch.Tensor) -> torch.Tensor:

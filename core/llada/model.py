@@ -3,7 +3,9 @@
 Parameter names follow the hub checkpoints (``model.transformer.blocks.{i}.q_proj.weight``...),
 so a checkpoint's state dict loads with no renaming. Numerics follow the reference code:
 RMSNorm in fp32, cast back, then times the weight; RoPE in fp32 with the half-split
-rotation; SwiGLU with SiLU on ``ff_proj`` and a linear ``up_proj``; no biases.
+rotation; SwiGLU with SiLU on ``ff_proj`` and a linear ``up_proj``; no biases. With
+``shifted_prediction`` (models converted from an autoregressive parent, as Dream is) the logits
+for position j are read from position j - 1's state.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class LLaDAConfig:
     mask_token_id: int = 126336
     eos_token_id: int = 126081
     pad_token_id: int = 126081
+    eot_token_id: int | None = None  # the end-of-turn token, where it differs from EOS
+    # Dream's shifted prediction: the state at position i predicts token i + 1, as in the AR model
+    # a checkpoint was converted from; forward() still returns row j as the prediction for token j.
+    shifted_prediction: bool = False
 
     @classmethod
     def from_dict(cls, raw: dict) -> "LLaDAConfig":
@@ -165,9 +171,17 @@ class LLaDA(nn.Module):
         weight = t.wte.weight if self.cfg.weight_tying else t.ff_out.weight
         return F.linear(h, weight)
 
+    def predicting_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """The positions whose states give the logits for ``positions``: the same ones, or with
+        shifted prediction each one's predecessor (position 0, which has none, reads itself)."""
+        return (positions - 1).clamp(min=0) if self.cfg.shifted_prediction else positions
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, embedding_size) for every position."""
-        return self.lm_head(self.hidden_states(input_ids, attention_mask))
+        """Logits (B, T, embedding_size): row j is the prediction for the token at position j."""
+        h = self.hidden_states(input_ids, attention_mask)
+        if self.cfg.shifted_prediction:
+            h = h.index_select(1, self.predicting_positions(torch.arange(h.shape[1], device=h.device)))
+        return self.lm_head(h)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
