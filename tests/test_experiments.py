@@ -149,12 +149,12 @@ def test_cancel_stops_between_batches_and_a_rerun_finishes(tiny_checkpoint, db_u
     assert resumed["status"] == "done" and resumed["outputs"] == resumed["total_units"]
 
 
-def test_study_shape_on_the_demo_model_within_ci_time(db_url):
-    """20 GSM8K prompts x 2 ratios x the four conditions, end to end on the shipped demo model."""
+def test_study_shape_on_the_demo_model(db_url):
+    """20 GSM8K prompts x 2 ratios x the four conditions, end to end on the shipped demo model
+    (its wall time is bench/experiment_wall.py's figure)."""
     plan = Plan.from_dict({"name": "gsm8k-20x2x4", "source": "gsm8k", "n_prompts": 20, "ratios": [1.5, 2.0],
                            "compressors": [{"name": "random", "params": {"seed": 0}}],
                            "models": ["compresslens/math-demo"], "batch_size": 20})
-    started = time.perf_counter()
     summary = Runner(find_or_create(plan, db_url), Engine("cpu"), db_url).run()
     assert summary["status"] == "done" and summary["outputs"] == 20 * (1 + 2 * 3) == summary["total_units"]
     cells = {(r["ratio"], r["condition"], r["reference"], r["metric"]): r["n"] for r in summary["table"]}
@@ -162,7 +162,6 @@ def test_study_shape_on_the_demo_model_within_ci_time(db_url):
         assert cells[(ratio, "compressed", "gold", "exact_match")] == 20
         assert cells[(ratio, "reconstructed", "original_prompt", "bertscore_f1")] == 20
         assert cells[(ratio, "reasoning_on_reconstructed", "original_output", "bleu")] == 20
-    assert time.perf_counter() - started < 600
 
 
 def test_several_sources_and_the_published_study_preset():
