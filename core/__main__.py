@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--compressor-option", action="append", default=[], metavar="KEY=VALUE",
                      help="compressor parameter, e.g. force_reserve_digit=true or model=PATH (repeatable)")
     cmp.add_argument("--preset", help=f"sampler preset: {', '.join(PRESETS)}, custom (default: the model's own, "
-                                      "'small' for the demo model, else 'demo')")
+                                      "'small' for the demo model, 'smol-fast' for compresslens/smollm2-diffusion, else 'demo')")
     cmp.add_argument("--sampler-option", action="append", default=[], metavar="KEY=VALUE",
                      help="override a sampler parameter, e.g. gen_length=64 (repeatable)")
     cmp.add_argument("--seed", type=int, default=0)

@@ -35,6 +35,8 @@ TASK_INSTRUCTIONS = {
     "chat": "",
     "custom": "",
 }
+RECONSTRUCT_INSTRUCTION = ("The following text was compressed by deleting words. Rewrite it as the complete "
+                           "original text, restoring the missing words. Reply with the restored text only.")
 BUILTIN_FILE = Path(__file__).parent / "data" / "samples.jsonl"
 
 

@@ -33,8 +33,6 @@ from db.session import session_scope
 
 CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed")
 NO_COMPRESSION = "none"
-RECONSTRUCT_INSTRUCTION = ("The following text was compressed by deleting words. Rewrite it as the complete "
-                           "original text, restoring the missing words. Reply with the restored text only.")
 
 Progress = Callable[[float, str], None]
 
@@ -352,7 +350,7 @@ class Runner:
         if condition == "compressed":
             return datasets.instructed(instruction, cuts[sample.source_id].compressed)
         if condition == "reconstructed":
-            return f"{RECONSTRUCT_INSTRUCTION}\n\n{cuts[sample.source_id].compressed}"
+            return f"{datasets.RECONSTRUCT_INSTRUCTION}\n\n{cuts[sample.source_id].compressed}"
         return datasets.instructed(instruction, stored["reconstructed"][sample.source_id])
 
     def _write(self, run_id: int, config: Config, condition: str, samples, prompts, generations, cuts, originals,

@@ -118,7 +118,7 @@ class LLaDAGenerator:
         vocab = self.tokenizer.get_vocab()
         self.mask_id = vocab.get(MASK, cfg.mask_token_id)
         self.eos_id = vocab.get(EOS, cfg.eos_token_id)
-        self.eot_id = vocab.get(EOT, self.eos_id)
+        self.eot_id = vocab.get(EOT, self.eos_id if cfg.eot_token_id is None else cfg.eot_token_id)
         self.info = ModelInfo(
             model_id=model_id, local_path=str(model_dir), kind="llada", device=str(self.device),
             dtype=str(self.model.model.transformer.wte.weight.dtype).removeprefix("torch."),

@@ -22,8 +22,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.datasets import RECONSTRUCT_INSTRUCTION
 from core.errors import UserError
-from core.experiments import NO_COMPRESSION, RECONSTRUCT_INSTRUCTION, export_rows
+from core.experiments import NO_COMPRESSION, export_rows
 from core.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
 from db.models import ReviewItem, ReviewLabel, ReviewTask, utcnow
 from db.session import session_scope

@@ -125,15 +125,17 @@ class Engine:
     def generator(self, model_id: str) -> Generator:
         with self._lock:
             if model_id not in self._generators:
-                from core import ar, demo
+                from core import ar, demo, smol_diffusion
 
-                if not demo.is_demo(model_id) and ar.is_autoregressive(model_id):
+                shipped = demo.is_demo(model_id) or smol_diffusion.is_smol(model_id)
+                if not shipped and ar.is_autoregressive(model_id):
                     generator = ar.ARGenerator(model_id, self.device)
                 else:
-                    generator = LLaDAGenerator(demo.resolve(model_id), self.device)
-                if demo.is_demo(model_id):
+                    generator = LLaDAGenerator(smol_diffusion.resolve(demo.resolve(model_id)), self.device)
+                if shipped:
                     generator.info.model_id = model_id
-                    generator.info.notes.append(demo.demo_note(generator.info.parameters))
+                    note = demo.demo_note if demo.is_demo(model_id) else smol_diffusion.note
+                    generator.info.notes.append(note(generator.info.parameters))
                 self._generators[model_id] = generator
             return self._generators[model_id]
 
@@ -168,10 +170,12 @@ def default_model() -> str:
 
 
 def default_preset(model_id: str) -> str:
-    """The demo model was trained for short answers; LLaDA checkpoints start on the authors' demo setting."""
-    from core import demo
+    """The shipped models start on the settings they were measured with; LLaDA checkpoints on the authors' demo setting."""
+    from core import demo, smol_diffusion
 
-    return demo.DEMO_PRESET if demo.is_demo(model_id) else "demo"
+    if demo.is_demo(model_id):
+        return demo.DEMO_PRESET
+    return smol_diffusion.SMOL_PRESET if smol_diffusion.is_smol(model_id) else "demo"
 
 
 def cl100k_count(text: str) -> int | None:

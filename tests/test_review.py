@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from core import review
 from core.errors import UserError
-from core.experiments import RECONSTRUCT_INSTRUCTION
+from core.datasets import RECONSTRUCT_INSTRUCTION
 from core.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
 from db import models
 from db.session import MIGRATIONS, get_engine, migrate, schema_version, session_scope

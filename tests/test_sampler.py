@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from core.generator import LLaDAGenerator
 from core.llada.loader import load_llada, load_tokenizer
-from core.llada.sampler import PRESETS, SamplerParams, forward_logits, generate, get_num_transfer_tokens
+from core.llada.sampler import PRESETS, SamplerParams, forward_logits, generate, get_num_transfer_tokens, infill
 from core.llada.tokenizer import CHAT_TEMPLATE, EOS, EOT, MASK, chat_prompt, fallback_chat_prompt
 
 
@@ -235,3 +235,20 @@ def test_chat_template_and_builtin_fallback_agree(tiny_checkpoint, tmp_path):
     expected = "<|startoftext|><|start_header_id|>user<|end_header_id|>\n\nHow many apples?<|eot_id|>" \
                "<|start_header_id|>assistant<|end_header_id|>\n\n"
     assert chat_prompt(with_template, text) == expected == chat_prompt(bare, text) == fallback_chat_prompt(text)
+
+
+
+def test_infill_fills_only_the_masks_wherever_they_stand_and_the_surest_first(model):
+    mask_id = model.cfg.mask_token_id
+    x = torch.randint(10, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    x[0, [1, 2, 7]] = mask_id
+    x[1, [0, 11]] = mask_id
+    filled = infill(model, x, steps=3, mask_id=mask_id)
+    kept = x != mask_id
+    assert torch.equal(filled[kept], x[kept]) and not (filled == mask_id).any()
+    probs = model(x).double().softmax(-1)
+    # One step commits every mask at its argmax; with three, each row's surest mask goes first.
+    assert torch.equal(infill(model, x, steps=1, mask_id=mask_id)[~kept], probs.argmax(-1)[~kept])
+    surest = torch.where(~kept, probs.max(-1).values, -torch.inf).argmax(-1)
+    for row in range(2):
+        assert filled[row, surest[row]] == probs[row, surest[row]].argmax()

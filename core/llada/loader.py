@@ -83,6 +83,10 @@ def available_locally(name_or_path: str) -> bool:
 
 
 def read_config(model_dir: Path) -> LLaDAConfig:
+    return LLaDAConfig.from_dict(raw_config(model_dir))
+
+
+def raw_config(model_dir: Path) -> dict:
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{model_dir} has no config.json: not a LLaDA checkpoint directory")
@@ -96,7 +100,7 @@ def read_config(model_dir: Path) -> LLaDAConfig:
     cfg = LLaDAConfig.from_dict(raw)
     if cfg.d_model % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
         raise CheckpointError(f"{config_path}: d_model, n_heads and n_kv_heads do not divide evenly")
-    return cfg
+    return raw
 
 
 def shard_files(model_dir: Path) -> dict[str, Path]:
@@ -133,10 +137,15 @@ def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
     model_dir = Path(model_dir)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    cfg = read_config(model_dir)
+    raw = raw_config(model_dir)
     with torch.device("meta"):
-        model = LLaDA(cfg)
+        model = LLaDA(LLaDAConfig.from_dict(raw))
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    if "base" in raw:
+        state = {name: tensor.to(device=device, dtype=dtype) for name, tensor in
+                 base_with_adapter(model_dir, raw, expected).items()}
+        model.load_state_dict(state, assign=True)
+        return model.eval()
     files = shard_files(model_dir)
 
     missing = sorted(set(expected) - set(files))
@@ -169,6 +178,62 @@ def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
                     raise CheckpointError(f"Could not read {name} from {path}: {exc}") from exc
     model.load_state_dict(state, assign=True)
     return model.eval()
+
+
+def base_with_adapter(model_dir: Path, raw: dict, expected: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """The float32 state of a model stored as an installed package's base weights plus a LoRA adapter.
+
+    ``raw["base"]`` names the package, the file and its sha256; ``raw["adapter"]`` the adapter file,
+    rank and alpha. Adapter tensors: ``KEY.lora_A`` (rank, in) and ``KEY.lora_B`` (out, rank) add
+    ``alpha / rank * B @ A`` to the base tensor KEY; ``KEY`` alone replaces it whole; ``KEY.rows``
+    with ``KEY.row_index`` replaces those rows.
+    """
+    from safetensors.torch import load_file
+
+    from core.llada.gguf_llama import read_llama_gguf
+    from core.smol_diffusion import package_file, sha256
+
+    base, adapter = raw["base"], raw.get("adapter") or {}
+    base_path = package_file(base["package"], base["file"])
+    if base.get("sha256") and sha256(base_path) != base["sha256"]:
+        raise CheckpointError(f"{model_dir.name} was trained on another version of {base['file']} than the "
+                              f"installed {base['package']} carries; install the version scripts/setup.sh pins.")
+    _, state = read_llama_gguf(base_path)
+    if set(state) != set(expected):
+        raise CheckpointError(f"The base {base['file']} does not have the tensors {model_dir.name}'s config describes")
+    adapter_path = model_dir / adapter.get("file", "adapter.safetensors")
+    if not adapter_path.is_file():
+        raise CheckpointError(f"{model_dir} lacks its adapter file {adapter_path.name}")
+    try:
+        tensors = load_file(str(adapter_path))
+    except Exception as exc:
+        raise CheckpointError(f"{adapter_path} is not a readable safetensors file ({exc})") from exc
+    scale = float(adapter.get("alpha", 1)) / float(adapter.get("rank", 1))
+    for name, tensor in tensors.items():
+        if name.endswith(".row_index"):
+            continue
+        key = name.removesuffix(".lora_A").removesuffix(".lora_B").removesuffix(".rows")
+        if key not in state:
+            raise CheckpointError(f"Adapter tensor {name} in {adapter_path.name} matches no tensor of the base model: "
+                                  "the adapter belongs to another model")
+        base_shape = tuple(state[key].shape)
+        if name.endswith(".lora_A"):
+            up = tensors.get(key + ".lora_B")
+            if up is None or up.shape[1] != tensor.shape[0] or (up.shape[0], tensor.shape[1]) != base_shape:
+                raise CheckpointError(f"Adapter {adapter_path.name}: the LoRA factors of {key} do not fit its shape "
+                                      f"{base_shape}: the adapter belongs to another model")
+            state[key] = state[key] + scale * (up.float() @ tensor.float())
+        elif name.endswith(".rows"):
+            index = tensors.get(key + ".row_index")
+            if index is None or tensor.shape[1:] != base_shape[1:] or len(index) != len(tensor):
+                raise CheckpointError(f"Adapter {adapter_path.name}: replaced rows of {key} do not fit its shape {base_shape}")
+            state[key][index.long()] = tensor.float()
+        elif not name.endswith(".lora_B"):
+            if tuple(tensor.shape) != base_shape:
+                raise CheckpointError(f"Adapter tensor {name} has shape {tuple(tensor.shape)}, the base has {base_shape}: "
+                                      "the adapter belongs to another model")
+            state[key] = tensor.float()
+    return state
 
 
 def load_tokenizer(model_dir: Path | str):

