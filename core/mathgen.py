@@ -232,13 +232,18 @@ def is_heldout(problem: Problem) -> bool:
 
 def generate(n: int, split: str, seed: int) -> list[Problem]:
     """``n`` distinct problems of one split ("train" or "heldout"), the same for the same seed."""
+    return distinct(n, split, f"{split}-{seed}", draw)
+
+
+def distinct(n: int, split: str, stream: str, draw_one: Callable[[random.Random], Problem]) -> list[Problem]:
+    """``n`` problems of one split with distinct instances, drawn from the random stream named ``stream``."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be train or heldout, not {split!r}")
-    rng = random.Random(f"{split}-{seed}")
+    rng = random.Random(stream)
     seen: set[str] = set()
     problems = []
     while len(problems) < n:
-        problem = draw(rng)
+        problem = draw_one(rng)
         if is_heldout(problem) != (split == "heldout") or problem.instance_key in seen:
             continue
         seen.add(problem.instance_key)

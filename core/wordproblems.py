@@ -1723,15 +1723,4 @@ def draw(rng: random.Random) -> Problem:
 
 def generate(n: int, split: str, seed: int) -> list[Problem]:
     """``n`` distinct problems of one split ("train" or "heldout"), the same for the same seed."""
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be train or heldout, not {split!r}")
-    rng = random.Random(f"wordproblems-{split}-{seed}")
-    seen: set[str] = set()
-    problems = []
-    while len(problems) < n:
-        problem = draw(rng)
-        if mathgen.is_heldout(problem) != (split == "heldout") or problem.instance_key in seen:
-            continue
-        seen.add(problem.instance_key)
-        problems.append(problem)
-    return problems
+    return mathgen.distinct(n, split, f"wordproblems-{split}-{seed}", draw)
