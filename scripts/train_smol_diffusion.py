@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import datasets, smol_diffusion, wordproblems  # noqa: E402
+from core import datasets, paths, smol_diffusion, wordproblems  # noqa: E402
 from core.llada.gguf_llama import read_llama_gguf  # noqa: E402
 from core.llada.loader import load_tokenizer, raw_config  # noqa: E402
 from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402
@@ -270,7 +270,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     base = args.base_gguf or (None if args.prepare_only else
-                              smol_diffusion.package_file(smol_diffusion.BASE_PACKAGE, smol_diffusion.BASE_FILE))
+                              paths.package_file(smol_diffusion.BASE_PACKAGE, smol_diffusion.BASE_FILE))
     rows = load_rows(args)
     print(json.dumps({"event": "data", "seconds": round(time.perf_counter() - started, 1), **rows.counts}), flush=True)
     if args.prepare_only:

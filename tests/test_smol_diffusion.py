@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core import smol_diffusion
+from core import paths, smol_diffusion
 from core.errors import UserError
 from core.llada.gguf_llama import GGUF, read_llama_gguf, unpermute
 from core.llada.loader import CheckpointError, load_llada, load_tokenizer
@@ -103,7 +103,7 @@ def model_folder(path: Path, gguf: Path, adapter: dict[str, torch.Tensor], *, pa
     path.mkdir(parents=True, exist_ok=True)
     config = {"model_type": "llada", **gguf_config(GGUF(gguf)), "mask_token_id": 5, "eos_token_id": 0,
               "pad_token_id": 0, "eot_token_id": 2, "shifted_prediction": True,
-              "base": {"package": package, "file": gguf.name, "sha256": checksum or smol_diffusion.sha256(gguf)},
+              "base": {"package": package, "file": gguf.name, "sha256": checksum or paths.sha256(gguf)},
               "adapter": {"file": "adapter.safetensors", "rank": rank, "alpha": alpha}}
     (path / "config.json").write_text(json.dumps(config))
     save_file(adapter, str(path / "adapter.safetensors"))
@@ -134,7 +134,7 @@ def test_the_packaged_smollm2_reads_exactly_as_the_gguf_package_reads_it():
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    path = smol_diffusion.package_file(smol_diffusion.BASE_PACKAGE, smol_diffusion.BASE_FILE)
+    path = paths.package_file(smol_diffusion.BASE_PACKAGE, smol_diffusion.BASE_FILE)
     ours = GGUF(path)
     theirs = {t.name: t for t in GGUFReader(str(path)).tensors}
     assert len(ours.tensors) == len(theirs) == 272
@@ -219,8 +219,8 @@ def test_the_shipped_model_is_an_adapter_on_the_packaged_base_with_its_own_token
     vocab = smol.tokenizer.get_vocab()
     assert (smol.mask_id, smol.eos_id, smol.eot_id) == (vocab["<empty_output>"], vocab["<|endoftext|>"], vocab["<|im_end|>"])
     record = json.loads((smol_diffusion.SMOL_DIR / "training.json").read_text())
-    assert record["script"] == "scripts/train_smol_diffusion.py" and record["base"]["sha256"] == smol_diffusion.sha256(
-        smol_diffusion.package_file(smol_diffusion.BASE_PACKAGE, smol_diffusion.BASE_FILE))
+    assert record["script"] == "scripts/train_smol_diffusion.py" and record["base"]["sha256"] == paths.sha256(
+        paths.package_file(smol_diffusion.BASE_PACKAGE, smol_diffusion.BASE_FILE))
 
 
 def test_a_handful_of_free_form_problems_are_solved_and_dropping_words_loses_them(smol):

@@ -191,7 +191,7 @@ def base_with_adapter(model_dir: Path, raw: dict, expected: dict[str, tuple]) ->
     from safetensors.torch import load_file
 
     from core.llada.gguf_llama import read_llama_gguf
-    from core.smol_diffusion import package_file, sha256
+    from core.paths import package_file, sha256
 
     base, adapter = raw["base"], raw.get("adapter") or {}
     base_path = package_file(base["package"], base["file"])
