@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from core.llada.model import LLaDA, apply_rope
-from core.llada.sampler import LAST_CONFIDENCE, add_gumbel_noise, get_num_transfer_tokens
+from core.llada.sampler import LAST_CONFIDENCE, add_gumbel_noise, get_num_transfer_tokens, most_confident
 
 CACHES = ("none", "prefix", "dual")
 
@@ -144,11 +144,7 @@ def scheduled(confidence: torch.Tensor, k: torch.Tensor, start: int, width: int)
     B, L = confidence.shape
     row = torch.full((B, width), -torch.inf, dtype=confidence.dtype, device=confidence.device)
     row[:, start:start + L] = confidence
-    chosen = torch.zeros_like(row, dtype=torch.bool)
-    for j in range(B):
-        _, index = torch.topk(row[j], k=int(k[j]))
-        chosen[j, index] = True
-    return chosen[:, start:start + L]
+    return most_confident(row, k)[:, start:start + L]
 
 
 def confident(confidence: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -140,6 +140,30 @@ def get_num_transfer_tokens(block_mask_index: torch.Tensor, steps: int) -> torch
     return base + (step[None, :] < remainder).long()
 
 
+def propose(logits: torch.Tensor, temperature: float, remasking: str,
+            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, x0_p): a proposal for every position (argmax, or Gumbel-max when temperature > 0) and
+    its confidence (softmax probability for ``low_confidence``, uniform noise for ``random``)."""
+    x0 = torch.argmax(add_gumbel_noise(logits, temperature, generator), dim=-1)
+    if remasking == "low_confidence":
+        p = F.softmax(logits.to(torch.float64), dim=-1)
+        x0_p = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
+    elif remasking == "random":
+        x0_p = torch.rand(x0.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    else:
+        raise NotImplementedError(remasking)
+    return x0, x0_p
+
+
+def most_confident(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: each row's ``k[row]`` most confident positions."""
+    transfer_index = torch.zeros_like(confidence, dtype=torch.bool)
+    for j in range(confidence.shape[0]):
+        _, select_index = torch.topk(confidence[j], k=int(k[j]))
+        transfer_index[j, select_index] = True
+    return transfer_index
+
+
 def forward_logits(model, x, attention_mask, prompt_index, cfg_scale, mask_id) -> torch.Tensor:
     if cfg_scale == 0:
         return model(x, attention_mask=attention_mask)
@@ -188,16 +212,7 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
             if logits_eos_inf:
                 logits[:, :, eos_id] = -torch.inf
 
-            logits_with_noise = add_gumbel_noise(logits, temperature, generator)
-            x0 = torch.argmax(logits_with_noise, dim=-1)
-
-            if remasking == "low_confidence":
-                p = F.softmax(logits.to(torch.float64), dim=-1)
-                x0_p = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
-            elif remasking == "random":
-                x0_p = torch.rand(x0.shape, dtype=torch.float64, device=device, generator=generator)
-            else:
-                raise NotImplementedError(remasking)
+            x0, x0_p = propose(logits, temperature, remasking, generator)
             if confidence_eos_eot_inf:
                 x0_p = torch.where((x0 == eos_id) | (x0 == eot_id), LAST_CONFIDENCE, x0_p)
             x0_p[:, block_end:] = -torch.inf
@@ -205,10 +220,7 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
             x0 = torch.where(mask_index, x0, x)
             confidence = torch.where(mask_index, x0_p, -torch.inf)
 
-            transfer_index = torch.zeros_like(x0, dtype=torch.bool)
-            for j in range(B):
-                _, select_index = torch.topk(confidence[j], k=int(num_transfer_tokens[j, i]))
-                transfer_index[j, select_index] = True
+            transfer_index = most_confident(confidence, num_transfer_tokens[:, i])
             x[transfer_index] = x0[transfer_index]
             if on_step is not None:
                 on_step(num_block * steps + i + 1, num_blocks * steps, x)
@@ -224,15 +236,7 @@ def infill(model, x: torch.Tensor, *, steps: int, mask_id: int, temperature: flo
     num_transfer_tokens = get_num_transfer_tokens(x == mask_id, steps)
     for i in range(steps):
         mask_index = x == mask_id
-        logits = model(x)
-        x0 = torch.argmax(add_gumbel_noise(logits, temperature, generator), dim=-1)
-        if remasking == "low_confidence":
-            p = F.softmax(logits.to(torch.float64), dim=-1)
-            x0_p = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
-        else:
-            x0_p = torch.rand(x0.shape, dtype=torch.float64, device=x.device, generator=generator)
-        confidence = torch.where(mask_index, x0_p, -torch.inf)
-        for j in range(x.shape[0]):
-            _, select_index = torch.topk(confidence[j], k=int(num_transfer_tokens[j, i]))
-            x[j, select_index] = x0[j, select_index]
+        x0, x0_p = propose(model(x), temperature, remasking, generator)
+        transfer_index = most_confident(torch.where(mask_index, x0_p, -torch.inf), num_transfer_tokens[:, i])
+        x[transfer_index] = x0[transfer_index]
     return x
