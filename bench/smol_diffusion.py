@@ -115,15 +115,15 @@ def infill_score(generator, name: str, sentences: list[str]) -> None:
 def run(args) -> None:
     from core.ar import ARGenerator
 
-    smol = LLaDAGenerator(smol_diffusion.resolve(smol_diffusion.SMOL_ID), args.device)
-    models = [("smollm2-diffusion", smol)]
+    smol = LLaDAGenerator(smol_diffusion.resolve(args.model), args.device)
+    models = [(args.name, smol)]
     if args.parent:
         models.append(("smollm2-parent", ARGenerator(PARENT, args.device)))
     default = PRESETS[smol_diffusion.SMOL_PRESET][1]
     # The reference loop and the fast candidates: the default is the fastest within 2 points of the reference.
     candidates = {"reference_block8": SamplerParams(64, 64, 8), "reference_block32": SamplerParams(64, 64, 32),
                   "exact_fast_block8": SamplerParams(64, 64, 8, mode="fast"), "default": default}
-    for block in (8, 16, 32):
+    for block in () if args.few_samplers else (8, 16, 32):
         for threshold in (0.8, 0.9, 0.95):
             candidates[f"dual_t{threshold}_block{block}"] = SamplerParams(
                 64, 64, block, mode="fast", cache="dual", threshold=threshold, early_stop=True)
@@ -166,7 +166,7 @@ def run(args) -> None:
                            text_fast if not is_ar else text_params, args.batch, outputs)
     if args.infill:
         sentences = infill_sentences(args.data, args.infill)
-        infill_score(smol, "smollm2-diffusion", sentences)
+        infill_score(smol, args.name, sentences)
         infill_score(LLaDAGenerator(str(demo.DEMO_DIR), args.device), "math-demo-5.5M", sentences)
 
 
@@ -230,6 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default=smol_diffusion.SMOL_ID, help="the diffusion model's id or folder")
+    parser.add_argument("--name", default="smollm2-diffusion", help="its name in the figures")
+    parser.add_argument("--few-samplers", action="store_true", help="free-form math at the reference and default only")
     parser.add_argument("--freeform", action="store_true")
     parser.add_argument("--heldout", type=int, default=0)
     parser.add_argument("--gsm8k", type=int, default=0)
