@@ -10,7 +10,7 @@ import torch
 
 from sqlalchemy.engine import make_url
 
-from core import demo, render
+from core import demo, render, smol_diffusion
 from core.service import default_model
 from db.queries import run_count
 from db.session import schema_version, session_scope
@@ -28,6 +28,9 @@ with st.sidebar:
         params = demo.parameter_count()
         st.caption(f"Default model: {render.md_escape(model_id)}, the demo model ({params / 1e6:.1f}M parameters, "
                    f"1 of {round(demo.FULL_SIZE_PARAMETERS / params):,} of LLaDA-8B's)")
+    elif smol_diffusion.is_smol(model_id):
+        st.caption(f"Default model: {render.md_escape(model_id)}, SmolLM2-135M-Instruct made a diffusion model by "
+                   "CompressLens (134.5M parameters, far below LLaDA-8B; no LLaDA-8B and GPU here)")
     else:
         st.caption(f"Default model: {render.md_escape(model_id)}")
     with session_scope(db_url()) as session:

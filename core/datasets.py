@@ -183,6 +183,14 @@ def generated_math() -> list[Sample]:
             for i, p in enumerate(mathgen.generate(500, "heldout", seed=0))]
 
 
+def generated_word_problems() -> list[Sample]:
+    """Word problems of the SmolLM2 diffusion model's held-out split: its generator's wordings, never trained on."""
+    from core import wordproblems
+
+    return [Sample("wordproblems", f"heldout-{i}", "math", p.question, p.solution)
+            for i, p in enumerate(wordproblems.generate(500, "heldout", seed=0))]
+
+
 DUC2004_LAYOUTS = ("NIST's layout (docs/<cluster>/<DOCNO> SGML files, human summaries under eval/models/) "
                    "or the flattened one (input.txt, one document per line, with task1_ref0.txt)")
 _DOC = re.compile(r"<DOC>(.*?)</DOC>", re.S | re.I)
@@ -305,6 +313,8 @@ class Source(NamedTuple):
 
 SOURCES = {
     "mathgen": Source("Generated math (the demo model's held-out problems)", generated_math, ("math",)),
+    "wordproblems": Source("Generated word problems (held out from the SmolLM2 diffusion model's training)",
+                           generated_word_problems, ("math",)),
     "builtin": Source("Built-in samples", builtin_samples, ("math", "summarization", "chat")),
     "gsm8k": Source("GSM8K (math)", gsm8k, ("math",)),
     "cnndm": Source("CNN/DailyMail (summarization)", cnndm, ("summarization",)),

@@ -151,11 +151,12 @@ class Engine:
 
 
 def default_model() -> str:
-    """COMPRESSLENS_MODEL if set; LLaDA-8B-Instruct when a GPU and its weights are here; else the demo model.
+    """COMPRESSLENS_MODEL if set; LLaDA-8B-Instruct when a GPU and its weights are here; else the SmolLM2
+    diffusion model, which reads real prompts on a CPU; the 5.5M demo model only without its base package.
 
     Only a local check: choosing a default never starts a 16 GB download.
     """
-    from core import demo
+    from core import demo, smol_diffusion
 
     configured = os.environ.get("COMPRESSLENS_MODEL")
     if configured:
@@ -166,7 +167,16 @@ def default_model() -> str:
 
     if torch.cuda.is_available() and available_locally(DEFAULT_MODEL):
         return DEFAULT_MODEL
-    return demo.DEMO_ID
+    return smol_diffusion.SMOL_ID if smol_diffusion.installed() else demo.DEMO_ID
+
+
+def default_source(model_id: str) -> str:
+    """The prompt source a first experiment or sample starts on: one the model can answer part of."""
+    from core import demo, smol_diffusion
+
+    if demo.is_demo(model_id):
+        return "mathgen"
+    return "wordproblems" if smol_diffusion.is_smol(model_id) else "gsm8k"
 
 
 def default_preset(model_id: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.paths import package_file, sha256
+from core.paths import package_file, package_folder, sha256
 
 SMOL_ID = "compresslens/smollm2-diffusion"
 SMOL_DIR = Path(__file__).resolve().parents[1] / "models" / "compresslens-smollm2-diffusion"
@@ -33,6 +33,11 @@ CHAT_TEMPLATE = (
 )
 # LoRA on every projection of every block; norms and the mask token's embedding row trained whole.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")
+
+
+def installed() -> bool:
+    """Whether the package with its base weights is here (the set-up installs it)."""
+    return package_folder(BASE_PACKAGE) is not None and (package_folder(BASE_PACKAGE) / BASE_FILE).is_file()
 
 
 def is_smol(model_id: str) -> bool:

@@ -12,7 +12,7 @@ from core import compressors, datasets
 from core.errors import UserError
 from core.experiments import CONDITIONS, Plan, cancel, published_study
 from core.llada.sampler import PRESETS
-from core.service import default_model
+from core.service import default_model, default_source
 from core.worker import submit_experiment
 from db.models import Experiment, Job
 from db.session import session_scope
@@ -35,7 +35,7 @@ use_study = st.toggle("Published study preset (250 prompts each of GSM8K, CNN/Da
                       "LLMLingua-2 at ratio 2; four conditions)")
 name = st.text_input("Name", value="my experiment")
 cols = st.columns([3, 1, 1])
-sources = cols[0].multiselect("Prompt sources", list(datasets.SOURCES), default=["gsm8k"],
+sources = cols[0].multiselect("Prompt sources", list(datasets.SOURCES), default=[default_source(default_model())],
                               format_func=lambda k: datasets.SOURCES[k].label)
 n_prompts = cols[1].number_input("Prompts per source", min_value=1, value=20)
 sample_seed = cols[2].number_input("Sampling seed", min_value=0, value=0)

@@ -10,7 +10,7 @@ from core.errors import UserError
 from core.llada.loader import available_locally
 from core.llada.fast import CACHES
 from core.llada.sampler import MODES, PRESETS, REMASKING, SamplerParams
-from core.service import CompareRequest, default_model, default_preset
+from core.service import CompareRequest, default_model, default_preset, default_source
 from core.worker import job_state, submit_compare
 from pages.shared import db_url, get_worker, load_view, show_run
 
@@ -24,7 +24,8 @@ state.setdefault("sample", None)
 
 with st.expander("Sample a prompt", expanded=not state["prompt"]):
     cols = st.columns([3, 1, 1])
-    source = cols[0].selectbox("Source", list(datasets.SOURCES), format_func=lambda k: datasets.SOURCES[k][0])
+    source = cols[0].selectbox("Source", list(datasets.SOURCES), index=list(datasets.SOURCES).index(
+        default_source(default_model())), format_func=lambda k: datasets.SOURCES[k][0])
     sample_seed = cols[1].number_input("Sample seed", min_value=0, value=0, step=1)
     if cols[2].button("Sample", width="stretch"):
         try:

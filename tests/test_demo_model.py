@@ -13,7 +13,7 @@ from core.llada.loader import INDEX_FILE, load_llada
 from core.llada.model import LLaDA
 from core.llada.sampler import PRESETS
 from core.math_eval import evaluate
-from core.service import CompareRequest, default_model, default_preset
+from core.service import CompareRequest, default_model, default_preset, default_source
 
 SAMPLE = 60
 
@@ -63,11 +63,13 @@ def test_demo_checkpoint_is_a_hub_layout_small_enough_to_ship():
     assert record["script"] == "scripts/train_demo_model.py" and record["train_seconds"] < 600
 
 
-def test_demo_model_is_the_offline_default_and_says_so(monkeypatch):
+def test_without_the_smollm2_package_the_demo_model_is_the_offline_default_and_says_so(monkeypatch):
     monkeypatch.delenv("COMPRESSLENS_MODEL", raising=False)
+    monkeypatch.setattr("core.smol_diffusion.installed", lambda: False)
     assert not torch.cuda.is_available()
     assert default_model() == demo.DEMO_ID and default_preset(demo.DEMO_ID) == "small"
     assert CompareRequest(prompt="x").sampler_params() == PRESETS["small"][1]
+    assert default_source(default_model()) == "mathgen"
     note = demo.demo_note(demo.parameter_count())
     assert "Demo model" in note and "1 of 1,467 of LLaDA-8B" in note
 

@@ -150,21 +150,26 @@ def test_app_shell_shows_device_database_and_pages(page_env):
     assert at.title[0].value == "Playground"
 
 
-def test_offline_default_is_the_demo_model_and_the_page_says_so(db_url, monkeypatch):
+def test_offline_default_is_the_smollm2_diffusion_model_and_the_page_says_so(db_url, monkeypatch):
     monkeypatch.delenv("COMPRESSLENS_MODEL", raising=False)
-    at = AppTest.from_file(str(PAGES / "playground.py"), default_timeout=120)
+    at = AppTest.from_file(str(PAGES / "playground.py"), default_timeout=180)
     at.run()
     model_box = next(t for t in at.text_input if t.label.startswith("Model"))
-    assert model_box.value == "compresslens/math-demo"
-    next(b for b in at.button if b.label == "Sample").click()  # the default source: generated held-out math
+    assert model_box.value == "compresslens/smollm2-diffusion"
+    assert at.selectbox[0].value == "wordproblems"  # the default source: word problems it never trained on
+    at.number_input[0].set_value(6)  # a problem it answers (about one in five)
+    next(b for b in at.button if b.label == "Sample").click()
     at.run()
+    assert at.session_state["prompt"].startswith(TASK_INSTRUCTIONS["math"])
     next(b for b in at.button if b.label == "Run").click()
     at.run()
     state = wait_for_job(db_url, at.session_state["job_id"])
     at.run()
     assert state["status"] == "done", state
-    assert at.warning[0].value.startswith("Demo model: a small LLaDA trained by CompressLens")
-    assert "1 of 1,467 of LLaDA-8B" in at.warning[0].value
+    warnings = [w.value for w in at.warning]
+    assert warnings[0].startswith("Sampler: fast, APPROXIMATE (dual cache, threshold 0.9, EOS early stop)")
+    assert any(w.startswith("SmolLM2 diffusion model: SmolLM2-135M-Instruct (135M parameters) converted by "
+                            "CompressLens") and "far below LLaDA-8B's level" in w for w in warnings)
     verdicts = [t.value for t in at.text if t.value.startswith("Extracted answer")]
     assert verdicts[0].endswith("(correct)")  # the original prompt is answered right
 

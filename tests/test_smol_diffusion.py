@@ -238,6 +238,28 @@ def test_a_handful_of_free_form_problems_are_solved_and_dropping_words_loses_the
     assert dropped.correct < original.correct
 
 
+def test_it_is_the_offline_default_with_its_own_preset_and_a_source_it_answers_part_of(monkeypatch):
+    from core.llada.sampler import PRESETS
+    from core.service import CompareRequest, default_model, default_source
+
+    monkeypatch.delenv("COMPRESSLENS_MODEL", raising=False)
+    assert not torch.cuda.is_available() and smol_diffusion.installed()
+    assert default_model() == smol_diffusion.SMOL_ID and default_source(smol_diffusion.SMOL_ID) == "wordproblems"
+    assert CompareRequest(prompt="x").sampler_params() == PRESETS["smol-fast"][1]
+    monkeypatch.setattr("core.smol_diffusion.package_folder", lambda package: None)
+    assert not smol_diffusion.installed()
+
+
+def test_its_held_out_word_problems_are_a_prompt_source_disjoint_from_its_training_split():
+    from core import datasets, wordproblems
+
+    held_out = datasets.load_source("wordproblems")
+    assert len(held_out) == 500 and {s.task for s in held_out} == {"math"}
+    assert all(s.gold_answer and s.gold_solution.endswith(f"#### {s.gold_answer}") for s in held_out)
+    trained = {p.question for p in wordproblems.generate(4000, "train", seed=0)}
+    assert not trained & {s.prompt for s in held_out}
+
+
 def test_the_engine_knows_the_shipped_model_by_its_id_and_says_what_it_is(smol, monkeypatch):
     from core.service import Engine, default_preset
 
