@@ -163,9 +163,11 @@ def run_export(args) -> int:
     import csv
 
     from core import paths
-    from core.experiments import export_rows
+    from db.queries import output_rows
+    from db.session import session_scope
 
-    rows = export_rows(args.db or paths.db_url(), args.experiment)
+    with session_scope(args.db or paths.db_url()) as session:
+        rows = output_rows(session, args.experiment)
     if args.format == "jsonl":
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))

@@ -11,8 +11,10 @@ import re
 import numpy as np
 import pandas as pd
 
-from core.experiments import CONDITIONS, export_rows
+from core.experiments import CONDITIONS
 from core.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread, unpaired_bootstrap
+from db.queries import output_rows
+from db.session import session_scope
 
 EM = "exact_match@gold"
 REFERENCES = ("gold", "reference_summary", "original_output", "original_prompt")  # what metrics are scored against
@@ -21,7 +23,8 @@ COMPRESSED_CONDITIONS = ("compressed", "reasoning_on_reconstructed")
 
 
 def outputs_frame(db_url: str, experiment_id: int) -> pd.DataFrame:
-    return pd.DataFrame(export_rows(db_url, experiment_id))
+    with session_scope(db_url) as session:
+        return pd.DataFrame(output_rows(session, experiment_id))
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:

@@ -24,15 +24,15 @@ from typing import Callable
 
 from sqlalchemy import func, select
 
-from core import compressors, datasets, demo, metrics
+from core import compressors, datasets, demo, metrics, store
 from core.errors import UserError
 from core.llada.sampler import SamplerParams
-from core.service import CompareRequest, Engine, default_model, library_versions, score_output
+from core.service import CompareRequest, Engine, default_model, score_output
 from db import models
+from db.queries import NO_COMPRESSION, baseline_runs
 from db.session import session_scope
 
 CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed")
-NO_COMPRESSION = "none"
 
 Progress = Callable[[float, str], None]
 
@@ -250,7 +250,6 @@ class Runner:
                                                                   models.Run.config_key == config.key))
             if existing is not None:
                 return existing
-            info = generator.info
             # An experiment run's sampler_params: {task: params} for every task among its prompts, and, when
             # the run has the reconstructed condition, the reconstruction's own {task: params} under "reconstructed".
             tasks = sorted({s.task for s in self.samples})
@@ -258,15 +257,11 @@ class Runner:
             if "reconstructed" in config.conditions:
                 params["reconstructed"] = {task: self.plan.generation_params(config.model, task, "reconstructed")
                                            .to_dict() for task in tasks}
-            run = models.Run(
-                experiment_id=self.experiment_id, config_key=config.key, kind="experiment", model_id=config.model,
-                model_path=info.local_path, model_revision=info.revision, model_kind=info.kind,
-                model_parameters=info.parameters, model_notes=info.notes, device=info.device, dtype=info.dtype,
-                preset=self.plan.preset or "model default", sampler_params=params, seed=config.seed,
-                compressor=config.compressor, compressor_params=dict(config.compressor_params),
-                ratio_requested=config.ratio, bertscore_backbone=self.backbone, versions=library_versions(),
-                timings={},
-            )
+            run = store.new_run(generator.info, kind="experiment", preset=self.plan.preset or "model default",
+                                sampler_params=params, seed=config.seed, compressor=config.compressor,
+                                compressor_params=dict(config.compressor_params), ratio=config.ratio,
+                                backbone=self.backbone, experiment_id=self.experiment_id, config_key=config.key,
+                                model_id=config.model)
             session.add(run)
             session.flush()
             return run.id
@@ -282,10 +277,9 @@ class Runner:
             return dict(rows.all())
 
     def _baseline_outputs(self, config: Config) -> dict[str, str]:
-        baseline = Config(config.model, NO_COMPRESSION, (), 1.0, config.seed, ("original",))
         with session_scope(self.db_url) as session:
-            run_id = session.scalar(select(models.Run.id).where(models.Run.experiment_id == self.experiment_id,
-                                                                models.Run.config_key == baseline.key))
+            run_id = session.scalar(select(models.Run.id).where(*baseline_runs(self.experiment_id, config.model,
+                                                                               config.seed)))
         return {} if run_id is None else self._stored(run_id, "original")
 
     def run(self) -> dict:
@@ -358,34 +352,15 @@ class Runner:
         """One transaction per batch: items, conditions, outputs and their metrics appear together."""
         with session_scope(self.db_url) as session:
             for sample, prompt, generation in zip(samples, prompts, generations):
-                item = session.scalar(select(models.Item).where(models.Item.run_id == run_id,
-                                                                models.Item.source_id == sample.source_id))
-                if item is None:
-                    item = models.Item(run_id=run_id, source=sample.source, source_id=sample.source_id,
-                                       task=sample.task, prompt=sample.prompt, gold_solution=sample.gold_solution,
-                                       gold_answer=sample.gold_answer, reference=sample.reference)
-                    session.add(item)
-                    session.flush()
+                item = store.item_of(session, run_id, sample)
                 cut = cuts.get(sample.source_id) if condition == "compressed" else None
-                row = models.Condition(item_id=item.id, name=condition, prompt_text=prompt,
-                                       prompt_tokens=generator.count_tokens(prompt), ratio_achieved=1.0)
-                if cut is not None:
-                    row.ratio_achieved = cut.achieved_ratio
-                    row.words = [asdict(w) for w in cut.words]
-                    row.compress_seconds = cut.seconds
-                output = models.Output(seed=config.seed, text=generation.text,
-                                       token_ids=generation.token_ids, seconds=generation.seconds,
-                                       forward_calls=generation.forward_calls,
-                                       extracted_answer=metrics.extract_answer(generation.text)
-                                       if sample.task == "math" and condition != "reconstructed" else None)
+                row = store.new_condition(condition, prompt, generator.count_tokens(prompt), cut=cut)
                 scores = score_output(sample.task, condition, generation.text, gold=sample.gold_answer,
                                       reference=sample.reference, original_output=originals.get(sample.source_id),
                                       original_prompt=sample.prompt, backbone=self.backbone)
-                output.metrics = [models.Metric(name=name, reference=reference, value=value)
-                                  for reference, values in scores.items() for name, value in values.items()
-                                  if value is not None]
-                row.outputs.append(output)
-                session.add(row)
+                row.outputs.append(store.new_output(config.seed, generation, task=sample.task, condition=condition,
+                                                    scores=scores))
+                item.conditions.append(row)
             session.flush()
 
     def _report(self, done: int, total: int, started: float, config: Config, condition: str, generator) -> None:
@@ -400,31 +375,6 @@ class Runner:
 
     def summary(self) -> dict:
         return experiment_summary(self.db_url, self.experiment_id)
-
-
-def export_rows(db_url: str, experiment_id: int) -> list[dict]:
-    """One row per output: its configuration, prompt, text, extracted answer and every metric."""
-    with session_scope(db_url) as session:
-        if session.get(models.Experiment, experiment_id) is None:
-            raise UserError(f"No experiment #{experiment_id}")
-        query = (select(models.Run, models.Item, models.Condition, models.Output)
-                 .join(models.Item, models.Item.run_id == models.Run.id)
-                 .join(models.Condition, models.Condition.item_id == models.Item.id)
-                 .join(models.Output, models.Output.condition_id == models.Condition.id)
-                 .where(models.Run.experiment_id == experiment_id)
-                 .order_by(models.Run.id, models.Item.id, models.Condition.id))
-        rows = []
-        for run, item, condition, output in session.execute(query):
-            row = {"experiment_id": experiment_id, "run_id": run.id, "model": run.model_id,
-                   "compressor": run.compressor, "ratio": run.ratio_requested, "seed": output.seed,
-                   "source": item.source, "source_id": item.source_id, "task": item.task,
-                   "condition": condition.name, "ratio_achieved": condition.ratio_achieved,
-                   "prompt_tokens": condition.prompt_tokens, "item_prompt": item.prompt,
-                   "prompt": condition.prompt_text, "output": output.text,
-                   "extracted_answer": output.extracted_answer, "gold_answer": item.gold_answer}
-            row.update({f"{m.name}@{m.reference}": m.value for m in output.metrics})
-            rows.append(row)
-        return rows
 
 
 def experiment_summary(db_url: str, experiment_id: int) -> dict:

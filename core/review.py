@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 
 from core.datasets import RECONSTRUCT_INSTRUCTION
 from core.errors import UserError
-from core.experiments import NO_COMPRESSION, export_rows
 from core.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
 from db.models import ReviewItem, ReviewLabel, ReviewTask, utcnow
+from db.queries import NO_COMPRESSION, baseline_row_key, is_baseline_row, output_rows
 from db.session import session_scope
 
 
@@ -128,11 +128,10 @@ def _missing_conditions(rows: list[dict], pair: Pair, experiment_ids: list[int])
 
 def _candidates(db_url: str, experiment_ids: list[int], pair: Pair) -> list[dict]:
     """Every prompt of the experiments' compressed runs that has both texts of the pair, as ReviewItem fields."""
-    rows = [row for experiment_id in experiment_ids for row in export_rows(db_url, experiment_id)]
+    with session_scope(db_url) as session:
+        rows = [row for experiment_id in experiment_ids for row in output_rows(session, experiment_id)]
     _missing_conditions(rows, pair, experiment_ids)
-    # An experiment keeps the original outputs in a baseline run of their own, one per model and seed.
-    baselines = {(r["experiment_id"], r["model"], r["seed"], r["source_id"]): r for r in rows
-                 if r["compressor"] == NO_COMPRESSION and r["condition"] == "original"}
+    baselines = {baseline_row_key(r): r for r in rows if is_baseline_row(r)}
     prompts: dict[tuple, dict[str, dict]] = {}
     for row in rows:
         if row["compressor"] != NO_COMPRESSION:
@@ -142,8 +141,7 @@ def _candidates(db_url: str, experiment_ids: list[int], pair: Pair) -> list[dict
         second = conditions.get(pair.second_condition)
         if second is None:
             continue
-        first = None if pair.compares_prompts else baselines.get(
-            (second["experiment_id"], second["model"], second["seed"], second["source_id"]))
+        first = None if pair.compares_prompts else baselines.get(baseline_row_key(second))
         if first is None and not pair.compares_prompts:
             continue
         context_label, context = _context(pair, second)

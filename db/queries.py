@@ -8,7 +8,53 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from core.errors import UserError
-from db.models import Condition, Item, Run, Tag
+from db.models import Condition, Experiment, Item, Output, Run, Tag
+
+# An experiment keeps its original prompts' outputs in a baseline run of their own, one per model and
+# seed, whose compressor is this; every compressed run of the same model and seed compares against it.
+NO_COMPRESSION = "none"
+# The read model behind analysis, review and export: one row per output of an experiment, these
+# columns, then one column per metric named "metric@reference".
+OUTPUT_COLUMNS = ("experiment_id", "run_id", "model", "compressor", "ratio", "seed", "source", "source_id", "task",
+                  "condition", "ratio_achieved", "prompt_tokens", "item_prompt", "prompt", "output",
+                  "extracted_answer", "gold_answer")
+
+
+def baseline_runs(experiment_id: int, model_id: str, seed: int) -> tuple:
+    """Where clauses that select the baseline run of a model and seed in an experiment."""
+    return (Run.experiment_id == experiment_id, Run.compressor == NO_COMPRESSION, Run.model_id == model_id,
+            Run.seed == seed)
+
+
+def is_baseline_row(row: dict) -> bool:
+    return row["compressor"] == NO_COMPRESSION and row["condition"] == "original"
+
+
+def baseline_row_key(row: dict) -> tuple:
+    """What an output row shares with its baseline row: experiment, model, seed and prompt."""
+    return row["experiment_id"], row["model"], row["seed"], row["source_id"]
+
+
+def output_rows(session: Session, experiment_id: int) -> list[dict]:
+    """The experiment's outputs as OUTPUT_COLUMNS rows plus their metrics, in run, item, condition order."""
+    if session.get(Experiment, experiment_id) is None:
+        raise UserError(f"No experiment #{experiment_id}")
+    query = (select(Run, Item, Condition, Output)
+             .join(Item, Item.run_id == Run.id)
+             .join(Condition, Condition.item_id == Item.id)
+             .join(Output, Output.condition_id == Condition.id)
+             .where(Run.experiment_id == experiment_id)
+             .order_by(Run.id, Item.id, Condition.id)
+             .options(selectinload(Output.metrics)))
+    rows = []
+    for run, item, condition, output in session.execute(query):
+        values = (experiment_id, run.id, run.model_id, run.compressor, run.ratio_requested, output.seed, item.source,
+                  item.source_id, item.task, condition.name, condition.ratio_achieved, condition.prompt_tokens,
+                  item.prompt, condition.prompt_text, output.text, output.extracted_answer, item.gold_answer)
+        row = dict(zip(OUTPUT_COLUMNS, values))
+        row.update({f"{m.name}@{m.reference}": m.value for m in output.metrics})
+        rows.append(row)
+    return rows
 
 # History's "Sort by" choices; ties fall back to newest first so the order is stable.
 RUN_SORTS = {
@@ -37,8 +83,8 @@ def run_view(session: Session, run_id: int) -> dict:
 def item_view(session: Session, run_id: int, source_id: str) -> dict:
     """One prompt of an experiment's compressed run, beside the same prompt in the run's baseline.
 
-    An experiment keeps the original condition in a run of its own (compressor "none", same model
-    and seed), so the two halves of the view come from two runs. Raises KeyError when either is missing.
+    The original condition is in the experiment's baseline run (``baseline_runs``), so the two
+    halves of the view come from two runs. Raises KeyError when either is missing.
     """
     run = session.get(Run, run_id)
     item = None if run is None else session.scalar(
@@ -47,8 +93,8 @@ def item_view(session: Session, run_id: int, source_id: str) -> dict:
         raise KeyError((run_id, source_id))
     baseline = session.scalar(
         select(Condition).join(Item, Item.id == Condition.item_id).join(Run, Run.id == Item.run_id)
-        .where(Run.experiment_id == run.experiment_id, Run.compressor == "none", Run.model_id == run.model_id,
-               Run.seed == run.seed, Item.source_id == source_id, Condition.name == "original"))
+        .where(*baseline_runs(run.experiment_id, run.model_id, run.seed), Item.source_id == source_id,
+               Condition.name == "original"))
     by_name = {c.name: c for c in item.conditions}
     if baseline is None or "compressed" not in by_name:
         raise KeyError((run_id, source_id))

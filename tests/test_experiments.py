@@ -16,6 +16,7 @@ from core.errors import UserError
 from core.experiments import CONDITIONS, NO_COMPRESSION, Plan, Runner, cancel, expand, find_or_create, total_units
 from core.service import Engine
 from db import models
+from db.queries import OUTPUT_COLUMNS
 from db.session import session_scope
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +87,9 @@ def test_experiment_runs_every_condition_and_scores_it(tiny_checkpoint, db_url):
         assert all(c.words and c.ratio_achieved > 1 for c in compressed)
         reconstructed = session.scalars(select(models.Condition).where(models.Condition.name == "reconstructed")).first()
         assert reconstructed.prompt_text.startswith("The following text was compressed")
+        # The one write path records a condition's GPT-4 token count whoever ran it, as a Playground run does.
+        counts = session.scalars(select(models.Condition.prompt_tokens_cl100k)).all()
+        assert len(counts) == 21 and all(isinstance(n, int) and n > 0 for n in counts)
     # Running a finished plan again changes nothing.
     again = Runner(experiment_id, Engine("cpu"), db_url).run()
     assert again["outputs"] == 21 and output_rows(db_url) == rows
@@ -98,6 +102,7 @@ def test_export_csv_and_jsonl(tiny_checkpoint, db_url, capsys):
     assert main(["export", "--experiment", str(experiment_id), "--format", "jsonl", "--db", db_url]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 6 and {r["condition"] for r in lines} == {"original", "compressed"}
+    assert all(list(r)[:len(OUTPUT_COLUMNS)] == list(OUTPUT_COLUMNS) for r in lines)
     assert all("exact_match@gold" in r for r in lines)
     assert main(["export", "--experiment", str(experiment_id), "--format", "csv", "--db", db_url]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
