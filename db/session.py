@@ -1,54 +1,17 @@
-"""Engines and sessions for any SQLAlchemy URL, with numbered migrations."""
+"""Engines and sessions for any SQLAlchemy URL, migrated (``db.migrations``) before first use."""
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Base, SchemaMigration
-
-
-def _create_tables(engine: Engine) -> None:
-    Base.metadata.create_all(engine)
-
-
-def _experiments(engine: Engine) -> None:
-    """Experiments, the runs' link to them, and the uniqueness that makes resuming safe."""
-    Base.metadata.tables["experiments"].create(engine, checkfirst=True)
-    columns = {c["name"] for c in inspect(engine).get_columns("runs")}
-    with engine.begin() as conn:
-        if "experiment_id" not in columns:
-            conn.execute(text("ALTER TABLE runs ADD COLUMN experiment_id INTEGER REFERENCES experiments(id)"))
-        if "config_key" not in columns:
-            conn.execute(text("ALTER TABLE runs ADD COLUMN config_key VARCHAR(300)"))
-        for index in ("uq_runs_experiment_config ON runs (experiment_id, config_key)",
-                      "uq_items_run_source ON items (run_id, source_id)",
-                      "uq_outputs_condition_seed ON outputs (condition_id, seed)"):
-            conn.execute(text(f"CREATE UNIQUE INDEX IF NOT EXISTS {index}"))
-
-
-def _tags(engine: Engine) -> None:
-    Base.metadata.tables["tags"].create(engine, checkfirst=True)
-
-
-def _review(engine: Engine) -> None:
-    for name in ("review_tasks", "review_items", "review_labels"):  # parents before children
-        Base.metadata.tables[name].create(engine, checkfirst=True)
-
-
-# (version, name, step). Steps after the first alter existing tables and check before they change:
-# a new database gets every table from step 1 already in its latest form.
-MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
-    (1, "runs, items, conditions, outputs, metrics, jobs", _create_tables),
-    (2, "experiments; unique run config, item and output keys", _experiments),
-    (3, "tags on runs", _tags),
-    (4, "review tasks, items and annotators' labels", _review),
-]
+from db.migrations import MIGRATIONS
+from db.models import SchemaMigration
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -1,13 +1,14 @@
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from db import models
-from db.session import MIGRATIONS, get_engine, migrate, schema_version, session_scope
+from db.migrations import MIGRATIONS
+from db.session import get_engine, migrate, schema_version, session_scope
 
 
 def test_new_database_is_at_the_latest_schema(db_url):
-    assert schema_version(db_url) == MIGRATIONS[-1][0] == 4
+    assert schema_version(db_url) == MIGRATIONS[-1][0] == 5
     tables = set(inspect(get_engine(db_url)).get_table_names())
     assert {"runs", "items", "conditions", "outputs", "metrics", "jobs", "experiments", "schema_migrations"} <= tables
 
@@ -89,3 +90,68 @@ def test_history_choices_come_from_playground_runs_only(tiny_checkpoint, db_url,
     with session_scope(db_url) as session:
         assert distinct_values(session, models.Run.compressor) == ["truncate"]  # not the experiment's none/random
         assert distinct_values(session, models.Item.task) == ["custom"]
+
+
+def schema(engine) -> dict:
+    """Tables with their columns (type, nullability, key), indexes, unique constraints and foreign keys
+    (column, table, referred column, on delete) of a SQLite database."""
+    inspector = inspect(engine)
+    tables = {}
+    for table in sorted(inspector.get_table_names()):
+        tables[table] = {
+            "columns": sorted((c["name"], str(c["type"]).split("(")[0], c["nullable"], bool(c.get("primary_key")))
+                              for c in inspector.get_columns(table)),
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                              for i in inspector.get_indexes(table)),
+            "unique": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)),
+        }
+        with engine.connect() as conn:  # SQLAlchemy does not reflect ON DELETE of a column added by ALTER TABLE
+            tables[table]["foreign_keys"] = sorted((row[3], row[2], row[4], row[6])
+                                                   for row in conn.exec_driver_sql(f"PRAGMA foreign_key_list({table})"))
+    return tables
+
+
+def test_a_database_upgraded_from_every_earlier_version_has_the_schema_of_a_new_one_and_the_models(tmp_path):
+    from sqlalchemy import create_engine
+
+    from db.migrations import MIGRATIONS as STEPS
+
+    fresh = get_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    expected = schema(fresh)
+    from_models = create_engine(f"sqlite:///{tmp_path / 'models.db'}")
+    models.Base.metadata.create_all(from_models)
+    assert schema(from_models) == expected  # the migrations build what the code reads and writes
+    for version in range(len(STEPS)):
+        url = f"sqlite:///{tmp_path / f'v{version}.db'}"
+        old = create_engine(url)
+        models.SchemaMigration.__table__.create(old)
+        for number, name, step in STEPS[:version]:
+            step(old)
+            with old.begin() as conn:
+                conn.execute(models.SchemaMigration.__table__.insert().values(version=number, name=name))
+        old.dispose()
+        assert schema(get_engine(url)) == expected, f"upgraded from version {version}"
+        assert schema_version(url) == STEPS[-1][0]
+
+
+def test_a_version_4_database_made_before_unblinded_review_gets_the_blind_column_and_keeps_its_tasks(tmp_path):
+    from sqlalchemy import create_engine
+
+    from db.migrations import MIGRATIONS as STEPS
+
+    url = f"sqlite:///{tmp_path / 'v4.db'}"
+    old = create_engine(url)
+    models.SchemaMigration.__table__.create(old)
+    for number, name, step in STEPS[:4]:
+        step(old)
+        with old.begin() as conn:
+            conn.execute(models.SchemaMigration.__table__.insert().values(version=number, name=name))
+    with old.begin() as conn:
+        conn.execute(text("INSERT INTO review_tasks (name, created_at, experiment_ids, pair, n_items, "
+                          "annotators_per_item, seed) VALUES ('old task', '2026-11-20 10:00:00', '[1]', "
+                          "'original_vs_compressed', 10, 2, 0)"))
+    assert "blind" not in {c["name"] for c in inspect(old).get_columns("review_tasks")}
+    old.dispose()
+    with session_scope(url) as session:
+        task = session.scalars(select(models.ReviewTask)).one()
+        assert task.name == "old task" and task.blind is True

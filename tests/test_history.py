@@ -16,7 +16,8 @@ from core.render import md_escape
 from core.stats import unpaired_bootstrap
 from db import models
 from db.queries import delete_run, distinct_tags, run_summaries, set_tags
-from db.session import MIGRATIONS, get_engine, migrate, schema_version, session_scope
+from db.migrations import MIGRATIONS
+from db.session import get_engine, migrate, schema_version, session_scope
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "history.py")
 HOSTILE_TAG = "<script>alert('x')</script> **bold**"
@@ -101,9 +102,9 @@ def test_migration_3_adds_tags_to_a_version_2_database(tmp_path):
     assert "tags" not in inspect(engine).get_table_names()
     engine.dispose()
 
-    assert schema_version(url) == MIGRATIONS[-1][0] == 4  # opening it migrates
+    assert schema_version(url) == MIGRATIONS[-1][0] == 5  # opening it migrates
     migrate(get_engine(url))  # a second pass changes nothing
-    assert schema_version(url) == 4
+    assert schema_version(url) == 5
     unique = inspect(get_engine(url)).get_unique_constraints("tags")
     assert [c["column_names"] for c in unique] == [["run_id", "name"]]
     with session_scope(url) as session:

@@ -12,7 +12,8 @@ from core.worker import job_state
 from core.llada.sampler import PRESETS
 from db.models import Experiment, Job
 from db.queries import run_count
-from db.session import MIGRATIONS, session_scope
+from db.migrations import MIGRATIONS
+from db.session import session_scope
 
 PAGES = Path(__file__).resolve().parents[1] / "pages"
 APP = Path(__file__).resolve().parents[1] / "app.py"

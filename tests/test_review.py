@@ -16,7 +16,8 @@ from core.errors import UserError
 from core.datasets import RECONSTRUCT_INSTRUCTION
 from core.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
 from db import models
-from db.session import MIGRATIONS, get_engine, migrate, schema_version, session_scope
+from db.migrations import MIGRATIONS
+from db.session import get_engine, migrate, schema_version, session_scope
 
 EM = "exact_match@gold"
 F1 = "bertscore_f1@original_output"
@@ -114,9 +115,9 @@ def test_migration_4_adds_review_tables_to_a_version_3_database(tmp_path):
         session.commit()
     engine.dispose()
 
-    assert schema_version(url) == MIGRATIONS[-1][0] == 4  # opening it migrates
+    assert schema_version(url) == MIGRATIONS[-1][0] == 5  # opening it migrates
     migrate(get_engine(url))  # a second pass changes nothing
-    assert schema_version(url) == 4
+    assert schema_version(url) == 5
     inspector = inspect(get_engine(url))
     assert {"review_tasks", "review_items", "review_labels"} <= set(inspector.get_table_names())
     unique = inspector.get_unique_constraints("review_labels")
