@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from core import demo, render, smol_diffusion
 from core.service import default_model
+from core.worker import in_process_worker
 from db.queries import run_count
 from db.session import schema_version, session_scope
 from pages.shared import db_url, get_worker
@@ -37,8 +38,11 @@ with st.sidebar:
         stored = run_count(session)
     shown_url = make_url(db_url()).render_as_string(hide_password=True)
     st.caption(f"Database: {render.md_escape(shown_url)} (schema v{schema_version(db_url())}, {stored} runs)")
-    st.caption("Worker: " + ("running" + (f", job #{worker.current_job}" if worker.current_job else ", idle")
-                             if worker.alive else "stopped"))
+    if in_process_worker():
+        st.caption("Worker: " + ("running" + (f", job #{worker.current_job}" if worker.current_job else ", idle")
+                                 if worker.alive else "stopped"))
+    else:
+        st.caption("Worker: none in this server (COMPRESSLENS_WORKER=off); `python -m core worker` runs the jobs")
 
 page = st.navigation([
     st.Page("pages/playground.py", title="Playground", icon=":material/science:", default=True),

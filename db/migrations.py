@@ -177,6 +177,15 @@ def _v5_unblinded_review(engine: Engine) -> None:
             conn.execute(text("ALTER TABLE review_tasks ADD COLUMN blind BOOLEAN NOT NULL DEFAULT TRUE"))
 
 
+def _v6_job_heartbeats(engine: Engine) -> None:
+    """Which worker runs a job and when it last said so, so only jobs of a stopped worker are requeued."""
+    columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    with engine.begin() as conn:
+        for name, kind in (("worker_id", String(120)), ("heartbeat_at", DateTime())):
+            if name not in columns:  # the type as this database spells it (DATETIME, TIMESTAMP)
+                conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {name} {kind.compile(dialect=engine.dialect)}"))
+
+
 # (version, name, step), applied in order, each once (db.session.migrate records them).
 MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (1, "runs, items, conditions, outputs, metrics, jobs", _v1_results),
@@ -184,4 +193,5 @@ MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (3, "tags on runs", _v3_tags),
     (4, "review tasks, items and annotators' labels", _v4_review),
     (5, "review tasks may be unblinded", _v5_unblinded_review),
+    (6, "job heartbeats", _v6_job_heartbeats),
 ]

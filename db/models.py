@@ -165,6 +165,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(120))  # host:pid:random of the worker running it
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # refreshed while it runs
 
 
 class ReviewTask(Base):

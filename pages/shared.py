@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from core import paths, render
 from core.llada.sampler import SamplerParams
-from core.worker import Worker
+from core.worker import Worker, in_process_worker
 from db.models import Experiment
 from db.queries import item_view, run_view
 from db.session import session_scope
@@ -23,15 +23,17 @@ def db_url() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _worker_for(url: str) -> Worker:
-    return Worker(url).start()
+    return Worker(url)
 
 
 def get_worker() -> Worker:
     """One worker per server process and database; it survives reruns, reloads and closed tabs.
 
-    ``start`` is a no-op while its thread lives and brings it back if it ever died.
+    ``start`` is a no-op while its thread lives and brings it back if it ever died. With
+    COMPRESSLENS_WORKER=off it is never started: a `python -m core worker` process runs the jobs.
     """
-    return _worker_for(db_url()).start()
+    worker = _worker_for(db_url())
+    return worker.start() if in_process_worker() else worker
 
 
 def experiment_labels() -> dict[int, str]:

@@ -142,6 +142,22 @@ def test_history_lists_and_reopens_runs(page_env):
     assert any(escape(view["compressed_output"]) in b for b in html_bodies(at))
 
 
+def test_with_the_server_worker_off_jobs_wait_for_a_worker_process_and_the_sidebar_says_so(page_env, monkeypatch):
+    from core.service import CompareRequest
+    from core.worker import Worker, submit_compare
+
+    monkeypatch.setenv("COMPRESSLENS_WORKER", "off")
+    job_id = submit_compare(page_env, CompareRequest(prompt="Tom has 3 apples.", compressor="random"))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert "Worker: none in this server (COMPRESSLENS_WORKER=off)" in sidebar
+    time.sleep(1.0)
+    assert job_state(page_env, job_id)["status"] == "queued"
+    assert Worker(page_env).run_once() and job_state(page_env, job_id)["status"] == "done"
+
+
 def test_app_shell_shows_device_database_and_pages(page_env):
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()

@@ -1,3 +1,7 @@
+import threading
+import time
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import update
 
@@ -5,7 +9,7 @@ from core import worker as worker_module
 from core.errors import UserError
 from core.service import CompareRequest, Engine
 from core.worker import Worker, job_state, submit_compare
-from db.models import Job
+from db.models import Job, utcnow
 from db.queries import run_count
 from db.session import session_scope
 
@@ -66,3 +70,71 @@ def test_bad_requests_are_refused_before_queueing(db_url):
         submit_compare(db_url, CompareRequest(prompt=""))
     with session_scope(db_url) as session:
         assert session.query(Job).count() == 0
+
+
+def test_a_second_worker_leaves_a_live_workers_job_alone_and_takes_a_stopped_ones(tiny_checkpoint, db_url):
+    live, lost = (submit_compare(db_url, request(tiny_checkpoint, seed=seed)) for seed in (0, 1))
+    with session_scope(db_url) as session:
+        session.execute(update(Job).where(Job.id == live).values(status="running", worker_id="other:1:a",
+                                                                  heartbeat_at=utcnow()))
+        session.execute(update(Job).where(Job.id == lost).values(status="running", worker_id="other:2:b",
+                                                                  heartbeat_at=utcnow() - timedelta(minutes=5)))
+    worker = Worker(db_url, Engine("cpu"))
+    assert worker.requeue_interrupted() == 1
+    assert job_state(db_url, live)["status"] == "running" and job_state(db_url, lost)["status"] == "queued"
+    assert worker.run_once() and not worker.run_once()
+    assert job_state(db_url, lost)["status"] == "done" and job_state(db_url, live)["status"] == "running"
+
+
+def test_two_workers_on_one_database_run_each_job_once(tiny_checkpoint, db_url):
+    jobs = [submit_compare(db_url, request(tiny_checkpoint, seed=seed)) for seed in range(6)]
+    workers = [Worker(db_url, Engine("cpu"), poll_seconds=0.05, heartbeat_seconds=0.05) for _ in range(2)]
+    ran: dict[str, list[int]] = {w.worker_id: [] for w in workers}
+    for w in workers:
+        original = w.run_job
+        w.run_job = lambda job, w=w, original=original: (ran[w.worker_id].append(job.id), original(job))
+        w.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(job_state(db_url, j)["status"] != "done" for j in jobs):
+        time.sleep(0.1)
+    for w in workers:
+        w.stop()
+    assert all(job_state(db_url, j)["status"] == "done" for j in jobs)
+    assert sorted(ran[workers[0].worker_id] + ran[workers[1].worker_id]) == jobs
+    with session_scope(db_url) as session:
+        assert run_count(session) == len(jobs)
+        assert {job.worker_id for job in session.query(Job)} <= set(ran)
+
+
+def test_a_running_job_beats_and_the_unknown_kind_fails_with_a_message(db_url, monkeypatch):
+    worker = Worker(db_url, Engine("cpu"), heartbeat_seconds=0.05)
+    started, release = threading.Event(), threading.Event()
+    monkeypatch.setitem(worker_module.JOB_KINDS, "wait", lambda w, job, progress: (started.set(), release.wait(5),
+                                                                                   {"status": "done"})[-1])
+    with session_scope(db_url) as session:
+        session.add_all([Job(kind="wait", params={}, status="queued", message="Queued"),
+                         Job(kind="no-such-kind", params={}, status="queued", message="Queued")])
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    assert started.wait(5)
+    with session_scope(db_url) as session:
+        first = session.get(Job, 1).heartbeat_at
+    time.sleep(0.3)
+    with session_scope(db_url) as session:
+        job = session.get(Job, 1)
+        assert job.worker_id == worker.worker_id and job.heartbeat_at > first
+    release.set()
+    runner.join(5)
+    assert job_state(db_url, 1)["status"] == "done"
+    worker.run_once()
+    assert job_state(db_url, 2)["error"] == "Unknown job kind 'no-such-kind'"
+
+
+def test_the_server_worker_can_be_switched_off_for_a_worker_process(monkeypatch):
+    monkeypatch.setenv("COMPRESSLENS_WORKER", "off")
+    assert not worker_module.in_process_worker()
+    monkeypatch.setenv("COMPRESSLENS_WORKER", "sometimes")
+    with pytest.raises(UserError, match="COMPRESSLENS_WORKER is 'sometimes'"):
+        worker_module.in_process_worker()
+    monkeypatch.delenv("COMPRESSLENS_WORKER")
+    assert worker_module.in_process_worker()
