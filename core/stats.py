@@ -1,6 +1,8 @@
 """Statistics that make a comparison hold up: bootstrap intervals, paired tests, seed variance, rater agreement.
 
-Plain Python and NumPy, seeded, so every number on a results page can be recomputed.
+The computations are the libraries the field trusts (``scipy.stats``, scikit-learn's Cohen's
+kappa, the ``krippendorff`` package); this module gives them one seeded, documented interface, so
+every number on a results page can be recomputed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -20,16 +23,25 @@ class Interval:
     n: int
 
 
+def _bootstrap(samples: tuple, statistic, confidence: float, resamples: int, seed: int):
+    """scipy's percentile bootstrap, seeded; each sample resampled on its own."""
+    return stats.bootstrap(samples, statistic, n_resamples=resamples, confidence_level=confidence,
+                           method="percentile", paired=False, vectorized=True, rng=np.random.default_rng(seed))
+
+
+def _mean(values, axis=-1):
+    return np.mean(values, axis=axis)
+
+
 def bootstrap_ci(values, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> Interval:
     """Percentile bootstrap interval of the mean."""
     data = np.asarray(values, dtype=float)
     if data.size == 0:
         raise ValueError("no values")
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
-    tail = (1 - confidence) / 2
-    return Interval(float(data.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)),
-                    int(data.size))
+    if np.ptp(data) == 0:  # every resample has the same mean
+        return Interval(float(data.mean()), float(data[0]), float(data[0]), int(data.size))
+    interval = _bootstrap((data,), _mean, confidence, resamples, seed).confidence_interval
+    return Interval(float(data.mean()), float(interval.low), float(interval.high), int(data.size))
 
 
 @dataclass(frozen=True)
@@ -62,12 +74,11 @@ def mcnemar(correct_a, correct_b, exact_below: int = 25) -> McNemar:
     discordant = only_a + only_b
     if discordant == 0:
         p, statistic, exact = 1.0, None, True
-    elif discordant < exact_below:
-        tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1)) / 2 ** discordant
-        p, statistic, exact = min(1.0, 2 * tail), None, True
+    elif discordant < exact_below:  # the exact test: discordant pairs split as a fair coin would split them
+        p, statistic, exact = float(stats.binomtest(only_a, discordant, 0.5).pvalue), None, True
     else:
         statistic = (abs(only_a - only_b) - 1) ** 2 / discordant
-        p, exact = math.erfc(math.sqrt(statistic / 2)), False  # chi-square survival, 1 degree of freedom
+        p, exact = float(stats.chi2.sf(statistic, df=1)), False
     return McNemar(only_a, only_b, statistic, p, exact, float(a.mean()), float(b.mean()))
 
 
@@ -87,12 +98,18 @@ def paired_bootstrap(values_a, values_b, confidence: float = 0.95, resamples: in
     if a.shape != b.shape or a.size == 0:
         raise ValueError("a paired bootstrap needs two equally long, non-empty lists")
     diff = b - a
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
     observed = float(diff.mean())
+    means = _resampled(lambda: _bootstrap((diff,), _mean, confidence, resamples, seed), observed, diff)
     spread = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
     return PairedBootstrap(observed, *_interval_and_p(means, observed, confidence),
                            observed / spread if spread > 0 else 0.0, int(diff.size))
+
+
+def _resampled(run, observed: float, *samples) -> np.ndarray:
+    """The bootstrap distribution of a statistic; the observed value alone when no resample can differ."""
+    if all(np.ptp(sample) == 0 for sample in samples):
+        return np.full(1, observed)
+    return run().bootstrap_distribution
 
 
 def _interval_and_p(differences: np.ndarray, observed: float, confidence: float) -> tuple[float, float, float]:
@@ -139,14 +156,13 @@ def unpaired_bootstrap(values_a, values_b, confidence: float = 0.95, resamples: 
     a, b = np.asarray(values_a, dtype=float), np.asarray(values_b, dtype=float)
     if a.size == 0 or b.size == 0:
         raise ValueError("an unpaired bootstrap needs two non-empty lists")
-    rng = np.random.default_rng(seed)
-    means_a = a[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
-    means_b = b[rng.integers(0, b.size, size=(resamples, b.size))].mean(axis=1)
     observed = float(b.mean() - a.mean())
+    differences = _resampled(lambda: _bootstrap((a, b), lambda x, y, axis=-1: _mean(y, axis) - _mean(x, axis),
+                                                confidence, resamples, seed), observed, a, b)
     squares = ((a - a.mean()) ** 2).sum() + ((b - b.mean()) ** 2).sum()
     dof = a.size + b.size - 2
     pooled = math.sqrt(squares / dof) if dof > 0 else 0.0
-    return UnpairedBootstrap(observed, *_interval_and_p(means_b - means_a, observed, confidence),
+    return UnpairedBootstrap(observed, *_interval_and_p(differences, observed, confidence),
                              observed / pooled if pooled > 0 else 0.0, int(a.size), int(b.size))
 
 
@@ -164,68 +180,39 @@ def cohen_kappa(ratings_a, ratings_b) -> float:
     pairs = [(a, b) for a, b in zip(ratings_a, ratings_b) if not _missing(a) and not _missing(b)]
     if not pairs:
         raise ValueError("Cohen's kappa needs at least one item rated by both raters")
-    n = len(pairs)
-    observed = sum(a == b for a, b in pairs) / n
-    counts_a, counts_b = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
-    expected = sum(counts_a[c] * counts_b[c] for c in counts_a) / n ** 2
-    return math.nan if expected == 1 else (observed - expected) / (1 - expected)
+    from sklearn.metrics import cohen_kappa_score
+
+    first, second = [str(a) for a, _ in pairs], [str(b) for _, b in pairs]
+    if len(set(first) | set(second)) == 1:
+        return math.nan
+    return float(cohen_kappa_score(first, second))
 
 
 ALPHA_LEVELS = ("nominal", "ordinal", "interval")
 
 
-def _squared_distances(values: list, totals: np.ndarray, level: str) -> np.ndarray:
-    """Krippendorff's metric differences delta^2 between every two values (sorted, with their totals n_c)."""
-    if level == "nominal":
-        return 1.0 - np.eye(len(values))
-    if level == "interval":
-        numbers = np.asarray(values, dtype=float)
-        return np.subtract.outer(numbers, numbers) ** 2
-    # Ordinal: how many pairable values lie between c and k, counting c and k by half.
-    index = np.arange(len(values))
-    low, high = np.minimum.outer(index, index), np.maximum.outer(index, index)
-    cumulative = np.cumsum(totals)
-    between = cumulative[high] - cumulative[low] + totals[low]
-    return (between - np.add.outer(totals, totals) / 2) ** 2
-
-
 def krippendorff_alpha(units, level: str = "nominal") -> float:
-    """Krippendorff's alpha from the coincidence matrix.
+    """Krippendorff's alpha (the ``krippendorff`` package).
 
     ``units``: per unit (item), the values given by the raters who rated it; a rater who did not is
     simply absent. Units with fewer than two values cannot be paired and are left out. NaN when
     the pairable values show no variation at all (the expected disagreement is zero).
     """
+    import krippendorff
+
     if level not in ALPHA_LEVELS:
         raise ValueError(f"level must be one of {', '.join(ALPHA_LEVELS)}, not {level!r}")
     pairable = [list(unit) for unit in units if len(unit) >= 2]
     values = sorted({value for unit in pairable for value in unit})
-    if not values:
+    if len(values) < 2:
         return math.nan
-    index = {value: i for i, value in enumerate(values)}
-    coincidences = np.zeros((len(values), len(values)))
-    for unit in pairable:
-        counts = np.bincount([index[v] for v in unit], minlength=len(values)).astype(float)
-        # Every ordered pair of values from two different raters, each unit weighing as many pairs as it has values.
-        coincidences += (np.outer(counts, counts) - np.diag(counts)) / (len(unit) - 1)
-    totals = coincidences.sum(axis=1)
-    distances = _squared_distances(values, totals, level)
-    expected = (np.outer(totals, totals) * distances).sum()
-    if expected == 0:
-        return math.nan
-    return float(1 - (totals.sum() - 1) * (coincidences * distances).sum() / expected)
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties sharing the mean of the ranks they span."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    ranks = np.empty(len(values))
-    for start, end in zip(starts, ends):
-        ranks[order[start:end]] = (start + 1 + end) / 2
-    return ranks
+    # Alpha reads only which values share a unit, so each unit's values fill its column from the top;
+    # nominal and ordinal values become their rank, interval values stay numbers.
+    code = (lambda v: float(v)) if level == "interval" else {value: i for i, value in enumerate(values)}.__getitem__
+    table = np.full((max(len(unit) for unit in pairable), len(pairable)), np.nan)
+    for column, unit in enumerate(pairable):
+        table[:len(unit), column] = [code(v) for v in unit]
+    return float(krippendorff.alpha(reliability_data=table, level_of_measurement=level))
 
 
 def spearman(x, y) -> float:
@@ -233,12 +220,9 @@ def spearman(x, y) -> float:
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.shape != b.shape:
         raise ValueError("Spearman's correlation needs two equally long lists")
-    if a.size < 2:
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
-    ranks_a, ranks_b = _average_ranks(a), _average_ranks(b)
-    if ranks_a.std() == 0 or ranks_b.std() == 0:
-        return math.nan
-    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def normalized_entropy(values, categories: int) -> float:
@@ -247,5 +231,4 @@ def normalized_entropy(values, categories: int) -> float:
     counts = np.array(list(Counter(values).values()), dtype=float)
     if counts.sum() == 0 or categories < 2:
         return 0.0
-    shares = counts / counts.sum()
-    return float(-(shares * np.log(shares)).sum() / math.log(categories)) + 0.0
+    return float(stats.entropy(counts) / math.log(categories)) + 0.0
