@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.experiments import Plan, Runner, find_or_create  # noqa: E402
-from core.service import Engine  # noqa: E402
+from core.service import ModelPool  # noqa: E402
 
 PLAN = {"name": "gsm8k-20x2x4", "source": "gsm8k", "n_prompts": 20, "ratios": [1.5, 2.0],
         "compressors": [{"name": "random", "params": {"seed": 0}}], "models": ["compresslens/math-demo"]}
@@ -38,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         db_url = f"sqlite:///{folder}/bench.db"
         started = time.perf_counter()
-        runner = Runner(find_or_create(plan, db_url), Engine(args.device), db_url)
+        runner = Runner(find_or_create(plan, db_url), ModelPool(args.device), db_url)
         summary = runner.run()
         wall = time.perf_counter() - started
     print(json.dumps({"figure": "experiment_20x2x4_wall_seconds", "value": round(wall, 1), "device": args.device,

@@ -63,7 +63,7 @@ def random_8b() -> LLaDA:
 def run(model: LLaDA, prompts: torch.Tensor, params: SamplerParams) -> tuple[torch.Tensor, int]:
     cfg = model.cfg
     return run_sampler(model, prompts, None, params, mask_id=cfg.mask_token_id, eos_id=cfg.eos_token_id,
-                       eot_id=126348, generator=torch.Generator(device="cuda").manual_seed(0))
+                       eot_id=126348, rng=torch.Generator(device="cuda").manual_seed(0))
 
 
 def speed(model: LLaDA, shapes: list[tuple[int, int, int]], batches: list[int], modes: list[str]) -> None:

@@ -65,7 +65,7 @@ def llada_8b_sampler(gen: int, steps: int, block: int, prompt_tokens: int) -> No
         torch.cuda.synchronize()
         started = time.perf_counter()
         generate(model, prompts, steps=steps, gen_length=gen, block_length=block,
-                 generator=torch.Generator(device="cuda").manual_seed(0))
+                 rng=torch.Generator(device="cuda").manual_seed(0))
         torch.cuda.synchronize()
         seconds = time.perf_counter() - started
         emit(figure="reference_sampler", batch=batch, gen=gen, steps=steps, block=block, prompt_tokens=prompt_tokens,

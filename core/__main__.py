@@ -90,7 +90,7 @@ def read_prompt(args) -> str:
 
 def run_compare(args) -> int:
     from core import paths
-    from core.service import CompareRequest, Engine, compare
+    from core.service import CompareRequest, ModelPool, compare
 
     gold = args.gold
     if gold is not None and "####" not in gold:
@@ -107,7 +107,7 @@ def run_compare(args) -> int:
         if not args.json:
             print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
 
-    view = compare(request, Engine(args.device), args.db or paths.db_url(), progress)
+    view = compare(request, ModelPool(args.device), args.db or paths.db_url(), progress)
     if args.json:
         print(json.dumps(view, ensure_ascii=False))
     else:
@@ -133,7 +133,7 @@ def print_human(view: dict) -> None:
 def run_experiment(args) -> int:
     from core import paths
     from core.experiments import Plan, Runner, find_or_create
-    from core.service import Engine
+    from core.service import ModelPool
 
     try:
         with open(args.plan, encoding="utf-8") as f:
@@ -150,7 +150,7 @@ def run_experiment(args) -> int:
     def progress(_fraction: float, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    summary = Runner(experiment_id, Engine(args.device), db_url, progress).run()
+    summary = Runner(experiment_id, ModelPool(args.device), db_url, progress).run()
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
     else:
@@ -181,10 +181,10 @@ def run_export(args) -> int:
 
 def run_worker(args) -> int:
     from core import paths
-    from core.service import Engine
+    from core.service import ModelPool
     from core.worker import Worker
 
-    worker = Worker(args.db or paths.db_url(), Engine(args.device))
+    worker = Worker(args.db or paths.db_url(), ModelPool(args.device))
     print(f"worker serving {worker.db_url}; Ctrl-C stops it", file=sys.stderr)
     try:
         worker.serve()

@@ -20,21 +20,19 @@ import json
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Callable
 
 from sqlalchemy import func, select
 
 from core import compressors, datasets, demo, metrics, store
 from core.errors import UserError
 from core.llada.sampler import SamplerParams
-from core.service import CompareRequest, Engine, default_model, score_output
+from core.service import CompareRequest, ModelPool, Progress, default_model, score_output
 from db import models
 from db.queries import NO_COMPRESSION, baseline_runs
 from db.session import session_scope
 
 CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed")
 
-Progress = Callable[[float, str], None]
 
 
 @dataclass
@@ -130,7 +128,7 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class Config:
+class RunSpec:
     """One stored run of an experiment: a model, a compressor at a ratio, a seed, and its conditions."""
 
     model: str
@@ -146,19 +144,19 @@ class Config:
         return f"{self.model}|{self.compressor}|{params}|{self.ratio:g}|{self.seed}"
 
 
-def expand(plan: Plan) -> list[Config]:
+def expand(plan: Plan) -> list[RunSpec]:
     """Baselines first, so compressed conditions can be scored against the original output."""
     configs = []
     compressed_conditions = tuple(c for c in CONDITIONS if c in plan.conditions and c != "original")
     for model_id in plan.model_ids():
         for seed in plan.seeds:
             if "original" in plan.conditions:
-                configs.append(Config(model_id, NO_COMPRESSION, (), 1.0, int(seed), ("original",)))
+                configs.append(RunSpec(model_id, NO_COMPRESSION, (), 1.0, int(seed), ("original",)))
             if compressed_conditions:
                 for spec in plan.compressors:
                     params = tuple(sorted(spec.get("params", {}).items()))
                     for ratio in plan.ratios:
-                        configs.append(Config(model_id, spec["name"], params, float(ratio), int(seed),
+                        configs.append(RunSpec(model_id, spec["name"], params, float(ratio), int(seed),
                                               compressed_conditions))
     return configs
 
@@ -219,9 +217,9 @@ def cancel(db_url: str, experiment_id: int) -> None:
 class Runner:
     """Executes one experiment; safe to start again on the same experiment at any time."""
 
-    def __init__(self, experiment_id: int, engine: Engine, db_url: str, progress: Progress | None = None):
+    def __init__(self, experiment_id: int, pool: ModelPool, db_url: str, progress: Progress | None = None):
         self.experiment_id = experiment_id
-        self.engine = engine
+        self.pool = pool
         self.db_url = db_url
         self.say = progress or (lambda _f, _m: None)
         with session_scope(db_url) as session:
@@ -244,7 +242,7 @@ class Runner:
         with session_scope(self.db_url) as session:
             return session.get(models.Experiment, self.experiment_id).status == "cancelled"
 
-    def _run_row(self, config: Config, generator) -> int:
+    def _run_row(self, config: RunSpec, generator) -> int:
         with session_scope(self.db_url) as session:
             existing = session.scalar(select(models.Run.id).where(models.Run.experiment_id == self.experiment_id,
                                                                   models.Run.config_key == config.key))
@@ -276,7 +274,7 @@ class Runner:
                 .where(models.Item.run_id == run_id, models.Condition.name == condition))
             return dict(rows.all())
 
-    def _baseline_outputs(self, config: Config) -> dict[str, str]:
+    def _baseline_outputs(self, config: RunSpec) -> dict[str, str]:
         with session_scope(self.db_url) as session:
             run_id = session.scalar(select(models.Run.id).where(*baseline_runs(self.experiment_id, config.model,
                                                                                config.seed)))
@@ -300,12 +298,12 @@ class Runner:
         self._set(status="done", finished_at=models.utcnow(), done_units=total)
         return self.summary()
 
-    def _run_config(self, config: Config, done: int, total: int, started: float) -> int:
-        generator = self.engine.generator(demo.DEMO_ID if demo.is_demo(config.model) else config.model)
+    def _run_config(self, config: RunSpec, done: int, total: int, started: float) -> int:
+        generator = self.pool.generator(demo.DEMO_ID if demo.is_demo(config.model) else config.model)
         run_id = self._run_row(config, generator)
         originals = self._baseline_outputs(config)
         compressor = (None if config.compressor == NO_COMPRESSION
-                      else self.engine.compressor(config.compressor, dict(config.compressor_params)))
+                      else self.pool.compressor(config.compressor, dict(config.compressor_params)))
         stored = {condition: self._stored(run_id, condition) for condition in config.conditions}
         done += sum(len(texts) for texts in stored.values())
         for start in range(0, len(self.samples), self.plan.batch_size):
@@ -337,7 +335,7 @@ class Runner:
                 self._report(done, total, started, config, condition, generator)
         return done
 
-    def _prompt(self, condition: str, config: Config, sample: datasets.Sample, cuts: dict, stored: dict) -> str:
+    def _prompt(self, condition: str, config: RunSpec, sample: datasets.Sample, cuts: dict, stored: dict) -> str:
         instruction = self.plan.instruction(config.model, sample.task)
         if condition == "original":
             return datasets.instructed(instruction, sample.prompt)
@@ -347,7 +345,7 @@ class Runner:
             return f"{datasets.RECONSTRUCT_INSTRUCTION}\n\n{cuts[sample.source_id].compressed}"
         return datasets.instructed(instruction, stored["reconstructed"][sample.source_id])
 
-    def _write(self, run_id: int, config: Config, condition: str, samples, prompts, generations, cuts, originals,
+    def _write(self, run_id: int, config: RunSpec, condition: str, samples, prompts, generations, cuts, originals,
                generator) -> None:
         """One transaction per batch: items, conditions, outputs and their metrics appear together."""
         with session_scope(self.db_url) as session:
@@ -363,7 +361,7 @@ class Runner:
                 item.conditions.append(row)
             session.flush()
 
-    def _report(self, done: int, total: int, started: float, config: Config, condition: str, generator) -> None:
+    def _report(self, done: int, total: int, started: float, config: RunSpec, condition: str, generator) -> None:
         elapsed = time.perf_counter() - started
         rate = self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
         eta = elapsed / max(done, 1) * (total - done)

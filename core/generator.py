@@ -88,13 +88,13 @@ def halving_on_oom(items: list, run: Callable[[list], list], size: int, note: Ca
 
 
 def run_sampler(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None, params: sampler.SamplerParams, *,
-                mask_id: int, eos_id: int, eot_id: int, generator: torch.Generator | None = None,
+                mask_id: int, eos_id: int, eot_id: int, rng: torch.Generator | None = None,
                 on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, int]:
     """The canvas and the forward passes it took, from the loop ``params.mode`` names."""
     common = dict(steps=params.steps, gen_length=params.gen_length, block_length=params.block_length,
                   temperature=params.temperature, remasking=params.remasking, mask_id=mask_id, eos_id=eos_id,
                   eot_id=eot_id, logits_eos_inf=params.logits_eos_inf,
-                  confidence_eos_eot_inf=params.confidence_eos_eot_inf, generator=generator, on_step=on_step)
+                  confidence_eos_eot_inf=params.confidence_eos_eot_inf, rng=rng, on_step=on_step)
     if params.mode == "fast":
         result = fast.generate(model, prompt, attention_mask, cache=params.cache, threshold=params.threshold,
                                early_stop=params.early_stop, window=None if params.window < 0 else params.window,
@@ -157,11 +157,11 @@ class LLaDAGenerator:
                   on_step: StepCallback | None) -> list[Generation]:
         prompt, attention_mask = left_pad(encoded, self.eos_id)
         width = prompt.shape[1]
-        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        rng = torch.Generator(device=self.device).manual_seed(int(seed))
         started = time.perf_counter()
         out, calls = run_sampler(
             self.model, prompt.to(self.device), attention_mask.to(self.device) if len(encoded) > 1 else None, params,
-            mask_id=self.mask_id, eos_id=self.eos_id, eot_id=self.eot_id, generator=generator,
+            mask_id=self.mask_id, eos_id=self.eos_id, eot_id=self.eot_id, rng=rng,
             on_step=None if on_step is None else (lambda done, total, _x: on_step(done, total)))
         seconds = time.perf_counter() - started
         results = []

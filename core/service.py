@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from core import compressors, metrics, store
+from core import compressors, datasets, metrics, store
 from core.datasets import Sample
 from core.errors import UserError
 from core.generator import Generator, LLaDAGenerator
@@ -23,7 +23,6 @@ from db.session import session_scope
 Progress = Callable[[float, str], None]
 
 DEFAULT_MODEL = "GSAI-ML/LLaDA-8B-Instruct"
-TASKS = ("math", "summarization", "chat", "custom")
 
 
 @dataclass
@@ -81,8 +80,7 @@ class CompareRequest:
         compressors.check_ratio(self.ratio)
         compressors.get_compressor(self.compressor, **self.compressor_params)
         self.sampler_params()
-        if self.task not in TASKS:
-            raise UserError(f"Unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
+        datasets.check_task(self.task)
 
 
 def _coerce(default, value):
@@ -100,7 +98,7 @@ def _as_bool(value) -> bool:
     raise ValueError(f"{value!r} is not true or false")
 
 
-class Engine:
+class ModelPool:
     """Owns loaded models across jobs: loading LLaDA-8B takes long, so it happens once."""
 
     def __init__(self, device: str | None = None):
@@ -199,7 +197,7 @@ def score_output(task: str, condition: str, text: str, *, gold: str | None, refe
     return scores
 
 
-def compare(request: CompareRequest, engine: Engine, db_url: str, progress: Progress | None = None) -> dict:
+def compare(request: CompareRequest, pool: ModelPool, db_url: str, progress: Progress | None = None) -> dict:
     """Compress, generate on both prompts, score, store; returns the stored run as a view dict."""
     say = progress or (lambda _f, _m: None)
     timings: dict[str, float] = {}
@@ -210,14 +208,14 @@ def compare(request: CompareRequest, engine: Engine, db_url: str, progress: Prog
 
     say(0.02, f"Loading model {model_id}")
     started = time.perf_counter()
-    generator = engine.generator(model_id)
+    generator = pool.generator(model_id)
     timings["load_model_s"] = time.perf_counter() - started
 
     prompt = request.prompt
     generator.check_fits([prompt], params)
 
     say(0.10, f"Compressing with {request.compressor} at ratio {request.ratio:g}")
-    compression = engine.compressor(request.compressor, request.compressor_params).compress(
+    compression = pool.compressor(request.compressor, request.compressor_params).compress(
         prompt, request.ratio, generator.count_tokens)
     timings["compress_s"] = compression.seconds
     if not compression.compressed.strip():

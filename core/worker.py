@@ -21,7 +21,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 
 from core.errors import UserError
-from core.service import CompareRequest, Engine, compare
+from core.service import CompareRequest, ModelPool, compare
 from db.models import Job, utcnow
 from db.session import session_scope
 
@@ -73,14 +73,14 @@ def in_process_worker() -> bool:
 
 
 def run_compare(worker: "Worker", job: Job, progress) -> dict:
-    view = compare(CompareRequest.from_dict(job.params), worker.engine, worker.db_url, progress)
+    view = compare(CompareRequest.from_dict(job.params), worker.pool, worker.db_url, progress)
     return {"status": "done", "progress": 1.0, "message": "Done", "run_id": view["run_id"]}
 
 
 def run_experiment(worker: "Worker", job: Job, progress) -> dict:
     from core.experiments import Runner
 
-    summary = Runner(job.params["experiment_id"], worker.engine, worker.db_url, progress).run()
+    summary = Runner(job.params["experiment_id"], worker.pool, worker.db_url, progress).run()
     return {"status": summary["status"],
             "message": f"{summary['status'].capitalize()}: {summary['outputs']}/{summary['total_units']}"}
 
@@ -90,10 +90,10 @@ JOB_KINDS = {"compare": run_compare, "experiment": run_experiment}
 
 
 class Worker:
-    def __init__(self, db_url: str, engine: Engine | None = None, poll_seconds: float = 0.5,
+    def __init__(self, db_url: str, pool: ModelPool | None = None, poll_seconds: float = 0.5,
                  heartbeat_seconds: float = HEARTBEAT_S, stale_after_seconds: float = STALE_AFTER_S):
         self.db_url = db_url
-        self.engine = engine or Engine()
+        self.pool = pool or ModelPool()
         self.poll_seconds = poll_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_after_seconds = stale_after_seconds

@@ -8,8 +8,7 @@ from core import compressors, datasets, demo, metrics, render
 from core.ar import PACKAGED_SMOLLM2
 from core.errors import UserError
 from core.llada.loader import available_locally
-from core.llada.fast import CACHES
-from core.llada.sampler import MODES, PRESETS, REMASKING, SamplerParams
+from core.llada.sampler import CACHES, MODES, PRESETS, REMASKING, SamplerParams
 from core.service import CompareRequest, default_model, default_preset, default_source
 from core.worker import job_state, submit_compare
 from pages.shared import db_url, get_worker, load_view, show_run

@@ -3,7 +3,7 @@ import pytest
 
 from core import analysis
 from core.experiments import Runner, find_or_create
-from core.service import Engine
+from core.service import ModelPool
 from tests.test_experiments import tiny_plan
 
 
@@ -53,7 +53,7 @@ def test_numbers_kept_precision_recall_and_study_table():
 def test_analysis_of_a_stored_experiment(tiny_checkpoint, db_url):
     plan = tiny_plan(tiny_checkpoint, seeds=[0, 1])
     experiment_id = find_or_create(plan, db_url)
-    Runner(experiment_id, Engine("cpu"), db_url).run()
+    Runner(experiment_id, ModelPool("cpu"), db_url).run()
     frame = analysis.outputs_frame(db_url, experiment_id)
     assert len(frame) == 2 * 3 * (1 + 2 * 3)
     curve = analysis.ratio_curves(frame, "exact_match@gold")

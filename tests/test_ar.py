@@ -5,14 +5,14 @@ import pytest
 from core.ar import PACKAGED_SMOLLM2, ARGenerator, is_autoregressive
 from core.errors import UserError
 from core.llada.sampler import SamplerParams
-from core.service import CompareRequest, Engine, compare
+from core.service import CompareRequest, ModelPool, compare
 
 SHORT = SamplerParams(gen_length=24, steps=24, block_length=24)
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return Engine("cpu")
+    return ModelPool("cpu")
 
 
 @pytest.fixture(scope="module")

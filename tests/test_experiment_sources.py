@@ -13,7 +13,7 @@ from core import datasets
 from core.errors import UserError
 from core.experiments import Plan, Runner, find_or_create, sample_prompts
 from core.llada.sampler import PRESETS
-from core.service import Engine
+from core.service import ModelPool
 from db import models
 from db.session import session_scope
 
@@ -165,7 +165,7 @@ def test_runs_store_the_sampler_parameters_of_every_task_and_the_reconstruction(
         "conditions": ["original", "compressed", "reconstructed"], "preset": "custom",
         "sampler": {"gen_length": 16, "steps": 16, "block_length": 8},
         "gen_length": {"math": 16, "summarization": 8, "reconstruct": 32}})
-    summary = Runner(find_or_create(plan, db_url), Engine("cpu"), db_url).run()
+    summary = Runner(find_or_create(plan, db_url), ModelPool("cpu"), db_url).run()
     assert summary["status"] == "done" and summary["outputs"] == 2 * 3
     with session_scope(db_url) as session:
         runs = {run.compressor: run.sampler_params for run in session.scalars(select(models.Run))}

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from core.__main__ import main
 from core.errors import UserError
 from core.experiments import CONDITIONS, NO_COMPRESSION, Plan, Runner, cancel, expand, find_or_create, total_units
-from core.service import Engine
+from core.service import ModelPool
 from db import models
 from db.queries import OUTPUT_COLUMNS
 from db.session import session_scope
@@ -72,7 +72,7 @@ def test_experiment_runs_every_condition_and_scores_it(tiny_checkpoint, db_url):
     experiment_id = find_or_create(plan, db_url)
     assert find_or_create(plan, db_url) == experiment_id  # the same plan is the same experiment
     messages = []
-    summary = Runner(experiment_id, Engine("cpu"), db_url, lambda f, m: messages.append(m)).run()
+    summary = Runner(experiment_id, ModelPool("cpu"), db_url, lambda f, m: messages.append(m)).run()
     assert summary["status"] == "done" and summary["outputs"] == summary["total_units"] == 3 * (1 + 2 * 3)
     assert "tokens/s" in messages[-1] and messages[-1].startswith("21/21")
     rows = output_rows(db_url)
@@ -91,14 +91,14 @@ def test_experiment_runs_every_condition_and_scores_it(tiny_checkpoint, db_url):
         counts = session.scalars(select(models.Condition.prompt_tokens_cl100k)).all()
         assert len(counts) == 21 and all(isinstance(n, int) and n > 0 for n in counts)
     # Running a finished plan again changes nothing.
-    again = Runner(experiment_id, Engine("cpu"), db_url).run()
+    again = Runner(experiment_id, ModelPool("cpu"), db_url).run()
     assert again["outputs"] == 21 and output_rows(db_url) == rows
 
 
 def test_export_csv_and_jsonl(tiny_checkpoint, db_url, capsys):
     plan = tiny_plan(tiny_checkpoint, ratios=[2.0], conditions=["original", "compressed"])
     experiment_id = find_or_create(plan, db_url)
-    Runner(experiment_id, Engine("cpu"), db_url).run()
+    Runner(experiment_id, ModelPool("cpu"), db_url).run()
     assert main(["export", "--experiment", str(experiment_id), "--format", "jsonl", "--db", db_url]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 6 and {r["condition"] for r in lines} == {"original", "compressed"}
@@ -146,11 +146,11 @@ def test_killed_experiment_resumes_without_duplicates_or_losses(tiny_checkpoint,
 def test_cancel_stops_between_batches_and_a_rerun_finishes(tiny_checkpoint, db_url):
     plan = tiny_plan(tiny_checkpoint)
     experiment_id = find_or_create(plan, db_url)
-    summary = Runner(experiment_id, Engine("cpu"), db_url, lambda f, m: cancel(db_url, experiment_id)).run()
+    summary = Runner(experiment_id, ModelPool("cpu"), db_url, lambda f, m: cancel(db_url, experiment_id)).run()
     assert summary["status"] == "cancelled" and 0 < summary["outputs"] < summary["total_units"]
-    assert Runner(experiment_id, Engine("cpu"), db_url).run()["outputs"] == summary["outputs"]  # stays cancelled
+    assert Runner(experiment_id, ModelPool("cpu"), db_url).run()["outputs"] == summary["outputs"]  # stays cancelled
     assert find_or_create(plan, db_url) == experiment_id  # submitting the plan again reopens it
-    resumed = Runner(experiment_id, Engine("cpu"), db_url).run()
+    resumed = Runner(experiment_id, ModelPool("cpu"), db_url).run()
     assert resumed["status"] == "done" and resumed["outputs"] == resumed["total_units"]
 
 
@@ -160,7 +160,7 @@ def test_study_shape_on_the_demo_model(db_url):
     plan = Plan.from_dict({"name": "gsm8k-20x2x4", "source": "gsm8k", "n_prompts": 20, "ratios": [1.5, 2.0],
                            "compressors": [{"name": "random", "params": {"seed": 0}}],
                            "models": ["compresslens/math-demo"], "batch_size": 20})
-    summary = Runner(find_or_create(plan, db_url), Engine("cpu"), db_url).run()
+    summary = Runner(find_or_create(plan, db_url), ModelPool("cpu"), db_url).run()
     assert summary["status"] == "done" and summary["outputs"] == 20 * (1 + 2 * 3) == summary["total_units"]
     cells = {(r["ratio"], r["condition"], r["reference"], r["metric"]): r["n"] for r in summary["table"]}
     for ratio in (1.5, 2.0):

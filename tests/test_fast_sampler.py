@@ -56,8 +56,8 @@ def batch(encoded, ids, rows):
 def test_exact_mode_commits_the_reference_tokens(setup, settings, rows):
     model, ids, encoded = setup
     prompt, mask = batch(encoded, ids, rows)
-    reference = sampler.generate(model, prompt, mask, generator=torch.Generator().manual_seed(5), **ids, **settings)
-    result = fast.generate(model, prompt, mask, generator=torch.Generator().manual_seed(5), **ids, **settings)
+    reference = sampler.generate(model, prompt, mask, rng=torch.Generator().manual_seed(5), **ids, **settings)
+    result = fast.generate(model, prompt, mask, rng=torch.Generator().manual_seed(5), **ids, **settings)
     assert torch.equal(result.canvas, reference)
     assert result.forward_calls == settings["steps"]
 
@@ -174,7 +174,7 @@ def test_cli_and_experiments_use_the_modes_through_the_sampler_settings(tiny_che
 
     from core.__main__ import main
     from core.experiments import Plan, Runner, find_or_create
-    from core.service import Engine
+    from core.service import ModelPool
     from db import models
     from db.session import session_scope
 
@@ -190,7 +190,7 @@ def test_cli_and_experiments_use_the_modes_through_the_sampler_settings(tiny_che
                            "compressors": [], "models": [str(tiny_checkpoint)], "preset": "custom",
                            "sampler": {"gen_length": 16, "steps": 16, "block_length": 8, "mode": "fast",
                                        "cache": "dual", "threshold": 1e-9}})
-    Runner(find_or_create(plan, db_url), Engine("cpu"), db_url).run()
+    Runner(find_or_create(plan, db_url), ModelPool("cpu"), db_url).run()
     with session_scope(db_url) as session:
         run = session.query(models.Run).filter(models.Run.kind == "experiment").one()
         calls = [o.forward_calls for o in session.query(models.Output)

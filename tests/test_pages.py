@@ -225,14 +225,14 @@ def test_experiments_page_queues_a_plan_and_follows_it(page_env, tiny_checkpoint
 
 def test_results_page_shows_curves_tables_and_tests(page_env, tiny_checkpoint):
     from core.experiments import Runner, find_or_create
-    from core.service import Engine
+    from core.service import ModelPool
     from tests.test_experiments import tiny_plan
 
     at = AppTest.from_file(str(PAGES / "results.py"), default_timeout=120)
     at.run()
     assert at.info[0].value.startswith("No experiments yet")
     experiment_id = find_or_create(tiny_plan(tiny_checkpoint), page_env)
-    Runner(experiment_id, Engine("cpu"), page_env).run()
+    Runner(experiment_id, ModelPool("cpu"), page_env).run()
     at = AppTest.from_file(str(PAGES / "results.py"), default_timeout=120)
     at.run()
     assert not at.exception, at.exception

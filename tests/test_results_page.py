@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import analysis
 from core.experiments import Runner, find_or_create
-from core.service import Engine
+from core.service import ModelPool
 from db.queries import item_view
 from db.session import session_scope
 from tests.test_browser import CHROMIUM, chromium
@@ -22,7 +22,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "pages" / "results.py"
 def finished(tiny_checkpoint, db_url, monkeypatch):
     monkeypatch.setenv("COMPRESSLENS_MODEL", str(tiny_checkpoint))
     experiment_id = find_or_create(tiny_plan(tiny_checkpoint), db_url)
-    Runner(experiment_id, Engine("cpu"), db_url).run()
+    Runner(experiment_id, ModelPool("cpu"), db_url).run()
     return experiment_id, analysis.outputs_frame(db_url, experiment_id)
 
 
@@ -91,7 +91,7 @@ def test_results_page_opens_a_prompt_side_by_side(finished):
 def test_clicking_a_chart_point_opens_that_prompt_and_charts_download(dashboard, tiny_checkpoint, tmp_path):
     url = f"sqlite:///{tmp_path / 'browser.db'}"  # the database the dashboard fixture serves
     experiment_id = find_or_create(tiny_plan(tiny_checkpoint), url)
-    Runner(experiment_id, Engine("cpu"), url).run()
+    Runner(experiment_id, ModelPool("cpu"), url).run()
     points = analysis.precision_recall(analysis.outputs_frame(url, experiment_id))
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)

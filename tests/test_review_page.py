@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import review
 from core.experiments import Runner, find_or_create
-from core.service import Engine
+from core.service import ModelPool
 from db.models import ReviewLabel, ReviewTask
 from db.session import session_scope
 from tests.test_experiments import tiny_plan
@@ -27,7 +27,7 @@ def experiment(tiny_checkpoint, db_url, monkeypatch):
     # 2 prompts x 2 ratios, and only the pair's two conditions: four items to review, in one batch per run.
     plan = tiny_plan(tiny_checkpoint, n_prompts=2, conditions=["original", "compressed"])
     experiment_id = find_or_create(plan, db_url)
-    Runner(experiment_id, Engine("cpu"), db_url).run()
+    Runner(experiment_id, ModelPool("cpu"), db_url).run()
     return experiment_id
 
 

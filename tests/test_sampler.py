@@ -75,7 +75,7 @@ def test_same_seed_same_output_and_seeds_differ(model, ids):
 
     def sample(seed):
         return run(model, ids, prompt, temperature=1.0, remasking="random",
-                   generator=torch.Generator().manual_seed(seed))
+                   rng=torch.Generator().manual_seed(seed))
 
     assert torch.equal(sample(7), sample(7))
     assert not torch.equal(sample(7), sample(8))
@@ -142,15 +142,15 @@ def test_random_remasking_changes_commit_order(model, ids):
 
     confident = commit_order()
     assert confident == commit_order()
-    shuffled = commit_order(remasking="random", generator=torch.Generator().manual_seed(0))
+    shuffled = commit_order(remasking="random", rng=torch.Generator().manual_seed(0))
     assert shuffled != confident and len(shuffled[-1]) == 16
 
 
 def test_temperature_samples_instead_of_argmax(model, ids):
     prompt = prompt_ids(ids)
     greedy = run(model, ids, prompt)
-    assert torch.equal(greedy, run(model, ids, prompt, temperature=0.0, generator=torch.Generator().manual_seed(1)))
-    assert not torch.equal(greedy, run(model, ids, prompt, temperature=2.0, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(greedy, run(model, ids, prompt, temperature=0.0, rng=torch.Generator().manual_seed(1)))
+    assert not torch.equal(greedy, run(model, ids, prompt, temperature=2.0, rng=torch.Generator().manual_seed(1)))
 
 
 def test_cfg_uses_an_unconditional_pass(model, ids):

@@ -261,11 +261,11 @@ def test_its_held_out_word_problems_are_a_prompt_source_disjoint_from_its_traini
 
 
 def test_the_engine_knows_the_shipped_model_by_its_id_and_says_what_it_is(smol, monkeypatch):
-    from core.service import Engine, default_preset
+    from core.service import ModelPool, default_preset
 
     paths = []
     monkeypatch.setattr("core.service.LLaDAGenerator", lambda path, device: paths.append(path) or smol)
-    generator = Engine("cpu").generator(smol_diffusion.SMOL_ID)
+    generator = ModelPool("cpu").generator(smol_diffusion.SMOL_ID)
     assert paths == [str(smol_diffusion.SMOL_DIR)]
     assert generator.info.model_id == smol_diffusion.SMOL_ID
     assert generator.info.notes[-1].startswith("SmolLM2 diffusion model: SmolLM2-135M-Instruct")

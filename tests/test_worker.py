@@ -7,7 +7,7 @@ from sqlalchemy import update
 
 from core import worker as worker_module
 from core.errors import UserError
-from core.service import CompareRequest, Engine
+from core.service import CompareRequest, ModelPool
 from core.worker import Worker, job_state, submit_compare
 from db.models import Job, utcnow
 from db.queries import run_count
@@ -23,7 +23,7 @@ def request(model, **kw):
 
 def test_job_reports_each_stage_and_stores_one_run(tiny_checkpoint, db_url, monkeypatch):
     monkeypatch.setattr(worker_module, "PROGRESS_INTERVAL_S", 0.0)
-    worker = Worker(db_url, Engine("cpu"))
+    worker = Worker(db_url, ModelPool("cpu"))
     seen = []
     original_set = worker._set
     monkeypatch.setattr(worker, "_set", lambda job_id, **values: (seen.append(values), original_set(job_id, **values)))
@@ -46,7 +46,7 @@ def test_job_reports_each_stage_and_stores_one_run(tiny_checkpoint, db_url, monk
 
 
 def test_failed_job_keeps_its_message_and_stores_nothing(tmp_path, db_url):
-    worker = Worker(db_url, Engine("cpu"))
+    worker = Worker(db_url, ModelPool("cpu"))
     job_id = submit_compare(db_url, request(tmp_path / "no-model"))
     worker.run_once()
     state = job_state(db_url, job_id)
@@ -59,7 +59,7 @@ def test_interrupted_jobs_go_back_to_the_queue(tiny_checkpoint, db_url):
     job_id = submit_compare(db_url, request(tiny_checkpoint))
     with session_scope(db_url) as session:
         session.execute(update(Job).where(Job.id == job_id).values(status="running"))
-    worker = Worker(db_url, Engine("cpu"))
+    worker = Worker(db_url, ModelPool("cpu"))
     assert worker.requeue_interrupted() == 1
     assert job_state(db_url, job_id)["status"] == "queued"
     assert worker.run_once() and job_state(db_url, job_id)["status"] == "done"
@@ -79,7 +79,7 @@ def test_a_second_worker_leaves_a_live_workers_job_alone_and_takes_a_stopped_one
                                                                   heartbeat_at=utcnow()))
         session.execute(update(Job).where(Job.id == lost).values(status="running", worker_id="other:2:b",
                                                                   heartbeat_at=utcnow() - timedelta(minutes=5)))
-    worker = Worker(db_url, Engine("cpu"))
+    worker = Worker(db_url, ModelPool("cpu"))
     assert worker.requeue_interrupted() == 1
     assert job_state(db_url, live)["status"] == "running" and job_state(db_url, lost)["status"] == "queued"
     assert worker.run_once() and not worker.run_once()
@@ -88,7 +88,7 @@ def test_a_second_worker_leaves_a_live_workers_job_alone_and_takes_a_stopped_one
 
 def test_two_workers_on_one_database_run_each_job_once(tiny_checkpoint, db_url):
     jobs = [submit_compare(db_url, request(tiny_checkpoint, seed=seed)) for seed in range(6)]
-    workers = [Worker(db_url, Engine("cpu"), poll_seconds=0.05, heartbeat_seconds=0.05) for _ in range(2)]
+    workers = [Worker(db_url, ModelPool("cpu"), poll_seconds=0.05, heartbeat_seconds=0.05) for _ in range(2)]
     ran: dict[str, list[int]] = {w.worker_id: [] for w in workers}
     for w in workers:
         original = w.run_job
@@ -107,7 +107,7 @@ def test_two_workers_on_one_database_run_each_job_once(tiny_checkpoint, db_url):
 
 
 def test_a_running_job_beats_and_the_unknown_kind_fails_with_a_message(db_url, monkeypatch):
-    worker = Worker(db_url, Engine("cpu"), heartbeat_seconds=0.05)
+    worker = Worker(db_url, ModelPool("cpu"), heartbeat_seconds=0.05)
     started, release = threading.Event(), threading.Event()
     monkeypatch.setitem(worker_module.JOB_KINDS, "wait", lambda w, job, progress: (started.set(), release.wait(5),
                                                                                    {"status": "done"})[-1])

@@ -33,9 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from core.llada.model import LLaDA, apply_rope
-from core.llada.sampler import LAST_CONFIDENCE, add_gumbel_noise, get_num_transfer_tokens, most_confident
-
-CACHES = ("none", "prefix", "dual")
+from core.llada.sampler import CACHES, LAST_CONFIDENCE, add_gumbel_noise, get_num_transfer_tokens, most_confident
 
 
 @dataclass
@@ -49,7 +47,7 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
              steps: int = 128, gen_length: int = 128, block_length: int = 128, temperature: float = 0.0,
              remasking: str = "low_confidence", mask_id: int = 126336, eos_id: int = 126081, eot_id: int = 126348,
              logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
-             generator: torch.Generator | None = None, cache: str = "none", threshold: float = 0.0,
+             rng: torch.Generator | None = None, cache: str = "none", threshold: float = 0.0,
              early_stop: bool = False, window: int | None = None, cuda_graph: bool = True,
              on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> FastResult:
     """Same canvas layout and arguments as ``sampler.generate`` (no classifier-free guidance)."""
@@ -114,12 +112,12 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
 
             if logits_eos_inf:
                 logits[:, :, eos_id] = -torch.inf
-            x0 = torch.argmax(add_gumbel_noise(logits, temperature, generator), dim=-1)
+            x0 = torch.argmax(add_gumbel_noise(logits, temperature, rng), dim=-1)
             if remasking == "low_confidence":
                 p = F.softmax(logits.to(torch.float64), dim=-1)
                 confidence = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
             else:  # drawn for the whole canvas, as the reference does, so the same stream gives the same order
-                confidence = torch.rand((B, T), dtype=torch.float64, device=device, generator=generator)[:, start:end]
+                confidence = torch.rand((B, T), dtype=torch.float64, device=device, generator=rng)[:, start:end]
             if confidence_eos_eot_inf:
                 confidence = torch.where((x0 == eos_id) | (x0 == eot_id), LAST_CONFIDENCE, confidence)
             confidence = torch.where(masked, confidence, -torch.inf)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 REMASKING = ("low_confidence", "random")
 MODES = ("reference", "fast")
+CACHES = ("none", "prefix", "dual")  # the fast mode's key/value caches; the reference loop has none
 
 # Proposals of EOS/EOT under ``confidence_eos_eot_inf`` rank below every real confidence
 # (softmax probabilities and uniform noise are >= 0) yet above the -inf of positions that
@@ -84,8 +85,8 @@ class SamplerParams:
             out.append("cfg_scale must be >= 0")
         if self.mode not in MODES:
             out.append(f"mode must be one of {', '.join(MODES)}")
-        if self.cache not in ("none", "prefix", "dual"):
-            out.append("cache must be one of none, prefix, dual")
+        if self.cache not in CACHES:
+            out.append(f"cache must be one of {', '.join(CACHES)}")
         if not 0 <= self.threshold < 1:
             out.append("threshold must be in [0, 1)")
         if self.window < -1:
@@ -118,7 +119,7 @@ PRESETS: dict[str, tuple[str, SamplerParams]] = {
 }
 
 
-def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+def add_gumbel_noise(logits: torch.Tensor, temperature: float, rng: torch.Generator | None) -> torch.Tensor:
     """Gumbel-max in float64: argmax of the result samples softmax(logits / temperature).
 
     Low precision here is known to hurt generation quality (arXiv:2409.02908), hence float64.
@@ -127,7 +128,7 @@ def add_gumbel_noise(logits: torch.Tensor, temperature: float, generator: torch.
     if temperature == 0:
         return logits
     logits = logits.to(torch.float64)
-    noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=rng)
     gumbel_noise = (-torch.log(noise)) ** temperature
     return logits.exp() / gumbel_noise
 
@@ -141,15 +142,15 @@ def get_num_transfer_tokens(block_mask_index: torch.Tensor, steps: int) -> torch
 
 
 def propose(logits: torch.Tensor, temperature: float, remasking: str,
-            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+            rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0, x0_p): a proposal for every position (argmax, or Gumbel-max when temperature > 0) and
     its confidence (softmax probability for ``low_confidence``, uniform noise for ``random``)."""
-    x0 = torch.argmax(add_gumbel_noise(logits, temperature, generator), dim=-1)
+    x0 = torch.argmax(add_gumbel_noise(logits, temperature, rng), dim=-1)
     if remasking == "low_confidence":
         p = F.softmax(logits.to(torch.float64), dim=-1)
         x0_p = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
     elif remasking == "random":
-        x0_p = torch.rand(x0.shape, dtype=torch.float64, device=logits.device, generator=generator)
+        x0_p = torch.rand(x0.shape, dtype=torch.float64, device=logits.device, generator=rng)
     else:
         raise NotImplementedError(remasking)
     return x0, x0_p
@@ -180,7 +181,7 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
              steps: int = 128, gen_length: int = 128, block_length: int = 128, temperature: float = 0.0,
              cfg_scale: float = 0.0, remasking: str = "low_confidence", mask_id: int = 126336,
              eos_id: int = 126081, eot_id: int = 126348, logits_eos_inf: bool = False,
-             confidence_eos_eot_inf: bool = False, generator: torch.Generator | None = None,
+             confidence_eos_eot_inf: bool = False, rng: torch.Generator | None = None,
              on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Returns the canvas (B, prompt_len + gen_length): the prompt, then the answer.
 
@@ -212,7 +213,7 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
             if logits_eos_inf:
                 logits[:, :, eos_id] = -torch.inf
 
-            x0, x0_p = propose(logits, temperature, remasking, generator)
+            x0, x0_p = propose(logits, temperature, remasking, rng)
             if confidence_eos_eot_inf:
                 x0_p = torch.where((x0 == eos_id) | (x0 == eot_id), LAST_CONFIDENCE, x0_p)
             x0_p[:, block_end:] = -torch.inf
@@ -229,14 +230,14 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
 
 @torch.no_grad()
 def infill(model, x: torch.Tensor, *, steps: int, mask_id: int, temperature: float = 0.0,
-           remasking: str = "low_confidence", generator: torch.Generator | None = None) -> torch.Tensor:
+           remasking: str = "low_confidence", rng: torch.Generator | None = None) -> torch.Tensor:
     """Fill the mask tokens of ``x`` (B, T), wherever they stand, in ``steps`` steps: ``generate``'s step
     with one block that is every mask of the row. Returns the filled copy."""
     x = x.clone()
     num_transfer_tokens = get_num_transfer_tokens(x == mask_id, steps)
     for i in range(steps):
         mask_index = x == mask_id
-        x0, x0_p = propose(model(x), temperature, remasking, generator)
+        x0, x0_p = propose(model(x), temperature, remasking, rng)
         transfer_index = most_confident(torch.where(mask_index, x0_p, -torch.inf), num_transfer_tokens[:, i])
         x[transfer_index] = x0[transfer_index]
     return x
