@@ -1,4 +1,5 @@
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +41,48 @@ def tiny_checkpoint(tmp_path_factory):
     from core.demo import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llada"), max_shard_bytes=40_000, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_plan():
+    """A factory of small experiment plans on a given model: 3 GSM8K prompts, random drop at two ratios."""
+    from core.experiments import Plan
+
+    def make(model, **kw):
+        values = dict(name="tiny", source="gsm8k", n_prompts=3, compressors=[{"name": "random", "params": {"seed": 1}}],
+                      ratios=[1.5, 3.0], models=[str(model)], preset="custom",
+                      sampler={"gen_length": 16, "steps": 16, "block_length": 8}, batch_size=2)
+        values.update(kw)
+        return Plan.from_dict(values)
+
+    return make
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium with the flags this offline machine needs; the test is skipped without it."""
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def pytest_collection_modifyitems(items):
+    """A test that drives the browser is marked so: `-m "not browser"` leaves them out."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ import pytest
 from core import analysis
 from core.experiments import Runner, find_or_create
 from core.service import ModelPool
-from tests.test_experiments import tiny_plan
 
 
 def synthetic():
@@ -50,7 +49,7 @@ def test_numbers_kept_precision_recall_and_study_table():
     assert table.loc[("compressed", "math"), "exact_match"] == pytest.approx(0.4)
 
 
-def test_analysis_of_a_stored_experiment(tiny_checkpoint, db_url):
+def test_analysis_of_a_stored_experiment(tiny_plan, tiny_checkpoint, db_url):
     plan = tiny_plan(tiny_checkpoint, seeds=[0, 1])
     experiment_id = find_or_create(plan, db_url)
     Runner(experiment_id, ModelPool("cpu"), db_url).run()

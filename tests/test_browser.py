@@ -1,61 +1,36 @@
 """What only a browser shows: the dashboard served by `streamlit run`, driven in Debian's Chromium."""
 
-import shutil
-from contextlib import contextmanager
-
-import pytest
-
-CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it as root)")
-
 HOSTILE = ('<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script> '
            "Tom has $3 and Ann has $5. How many dollars do they have?")
 
 
-@contextmanager
-def chromium():
-    """Debian's Chromium with the flags this offline machine needs."""
-    from playwright.sync_api import sync_playwright
+def test_run_renders_escaped_text_and_a_drawn_chart(browser, dashboard):
+    page = browser.new_page(viewport={"width": 1400, "height": 3000})
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(dashboard)
+    page.get_by_label("Prompt", exact=True).fill(HOSTILE)
+    page.get_by_label("Prompt", exact=True).press("Control+Enter")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("saved.").wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def test_run_renders_escaped_text_and_a_drawn_chart(dashboard):
-    with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 3000})
-        dialogs = []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.goto(dashboard)
-        page.get_by_label("Prompt", exact=True).fill(HOSTILE)
-        page.get_by_label("Prompt", exact=True).press("Control+Enter")
-        page.get_by_role("button", name="Run").click()
-        page.get_by_text("saved.").wait_for(timeout=180_000)
-        page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
-
-        assert page.evaluate("window.__pwned") is None and dialogs == []
-        # The markup is shown as the text it is, and "$3 ... $5" stays text instead of becoming LaTeX.
-        prompt_box = page.locator(".cl-text").first
-        assert "<script>window.__pwned=1</script>" in prompt_box.inner_text()
-        assert "$3" in prompt_box.inner_text() and "$5" in prompt_box.inner_text()
-        assert page.locator(".cl-text .katex").count() == 0
-        assert page.locator(".cl-drop").count() > 0
-        bars = page.locator(".js-plotly-plot .main-svg .bars path")
-        assert bars.count() >= 7  # BLEU, ROUGE-1/2/L, BERTScore P/R/F1 of the compressed output
+    assert page.evaluate("window.__pwned") is None and dialogs == []
+    # The markup is shown as the text it is, and "$3 ... $5" stays text instead of becoming LaTeX.
+    prompt_box = page.locator(".cl-text").first
+    assert "<script>window.__pwned=1</script>" in prompt_box.inner_text()
+    assert "$3" in prompt_box.inner_text() and "$5" in prompt_box.inner_text()
+    assert page.locator(".cl-text .katex").count() == 0
+    assert page.locator(".cl-drop").count() > 0
+    bars = page.locator(".js-plotly-plot .main-svg .bars path")
+    assert bars.count() >= 7  # BLEU, ROUGE-1/2/L, BERTScore P/R/F1 of the compressed output
 
 
-def test_first_visit_to_a_page_url_keeps_the_app_navigation(dashboard):
-    with chromium() as browser:
-        page = browser.new_page()
-        page.goto(dashboard + "/results")  # the server's very first visit, straight to a page
-        page.get_by_role("heading", name="Results").wait_for(timeout=60_000)
-        nav = page.get_by_test_id("stSidebarNav").inner_text()
-        assert "Playground" in nav and "Experiments" in nav
-        assert "shared" not in nav and "app" not in nav.split()  # no raw file names from pages/
-        assert "Device:" in page.get_by_test_id("stSidebarUserContent").inner_text()  # app.py ran
+def test_first_visit_to_a_page_url_keeps_the_app_navigation(browser, dashboard):
+    page = browser.new_page()
+    page.goto(dashboard + "/results")  # the server's very first visit, straight to a page
+    page.get_by_role("heading", name="Results").wait_for(timeout=60_000)
+    nav = page.get_by_test_id("stSidebarNav").inner_text()
+    assert "Playground" in nav and "Experiments" in nav
+    assert "shared" not in nav and "app" not in nav.split()  # no raw file names from pages/
+    assert "Device:" in page.get_by_test_id("stSidebarUserContent").inner_text()  # app.py ran

@@ -76,13 +76,12 @@ def test_history_filters_flips_and_dates_and_deletes(tiny_checkpoint, db_url, ca
         assert session.query(models.Output).count() == 2  # run 1's outputs went with it
 
 
-def test_history_choices_come_from_playground_runs_only(tiny_checkpoint, db_url, capsys):
+def test_history_choices_come_from_playground_runs_only(tiny_plan, tiny_checkpoint, db_url, capsys):
     from core.__main__ import main
     from core.experiments import Runner, find_or_create
     from core.service import ModelPool
     from db.queries import distinct_values
-    from tests.test_experiments import tiny_plan
-
+    
     Runner(find_or_create(tiny_plan(tiny_checkpoint), db_url), ModelPool("cpu"), db_url).run()
     assert main(["compare", "--model", str(tiny_checkpoint), "--prompt", "Tom has 3 apples.", "--compressor",
                  "truncate", "--ratio", "2", "--db", db_url, "--json"]) == 0

@@ -91,6 +91,7 @@ def test_demo_model_loads_in_a_fresh_process_and_answers_in_its_preset_length(de
     assert len(output.token_ids) == 64 and output.forward_calls == 64
 
 
+@pytest.mark.slow
 def test_demo_model_solves_heldout_problems_and_compression_hurts(demo_generator):
     problems = mathgen.generate(SAMPLE, "heldout", seed=0)
     questions, answers = [p.question for p in problems], [p.answer for p in problems]

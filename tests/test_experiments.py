@@ -22,14 +22,6 @@ from db.session import session_scope
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_plan(model, **kw):
-    values = dict(name="tiny", source="gsm8k", n_prompts=3, compressors=[{"name": "random", "params": {"seed": 1}}],
-                  ratios=[1.5, 3.0], models=[str(model)], preset="custom",
-                  sampler={"gen_length": 16, "steps": 16, "block_length": 8}, batch_size=2)
-    values.update(kw)
-    return Plan.from_dict(values)
-
-
 def output_rows(url):
     with session_scope(url) as session:
         return session.execute(
@@ -40,7 +32,7 @@ def output_rows(url):
             .join(models.Run, models.Run.id == models.Item.run_id)).all()
 
 
-def test_plan_expansion(tiny_checkpoint):
+def test_plan_expansion(tiny_plan, tiny_checkpoint):
     plan = tiny_plan(tiny_checkpoint, seeds=[0, 1], compressors=[{"name": "random"}, {"name": "truncate"}])
     configs = expand(plan)
     # Per seed: one baseline, then 2 compressors x 2 ratios, each with the three compressed conditions.
@@ -62,12 +54,12 @@ def test_plan_expansion(tiny_checkpoint):
     ({"sampler": {"block_length": 7}}, "not a multiple"),
     ({"speed": "max"}, "Unknown plan key"),
 ])
-def test_bad_plans_are_refused(tiny_checkpoint, change, message):
+def test_bad_plans_are_refused(tiny_plan, tiny_checkpoint, change, message):
     with pytest.raises(UserError, match=message):
         tiny_plan(tiny_checkpoint, **change)
 
 
-def test_experiment_runs_every_condition_and_scores_it(tiny_checkpoint, db_url):
+def test_experiment_runs_every_condition_and_scores_it(tiny_plan, tiny_checkpoint, db_url):
     plan = tiny_plan(tiny_checkpoint)
     experiment_id = find_or_create(plan, db_url)
     assert find_or_create(plan, db_url) == experiment_id  # the same plan is the same experiment
@@ -95,7 +87,7 @@ def test_experiment_runs_every_condition_and_scores_it(tiny_checkpoint, db_url):
     assert again["outputs"] == 21 and output_rows(db_url) == rows
 
 
-def test_export_csv_and_jsonl(tiny_checkpoint, db_url, capsys):
+def test_export_csv_and_jsonl(tiny_plan, tiny_checkpoint, db_url, capsys):
     plan = tiny_plan(tiny_checkpoint, ratios=[2.0], conditions=["original", "compressed"])
     experiment_id = find_or_create(plan, db_url)
     Runner(experiment_id, ModelPool("cpu"), db_url).run()
@@ -111,7 +103,7 @@ def test_export_csv_and_jsonl(tiny_checkpoint, db_url, capsys):
     assert "No experiment #99" in capsys.readouterr().err
 
 
-def test_killed_experiment_resumes_without_duplicates_or_losses(tiny_checkpoint, db_url, tmp_path):
+def test_killed_experiment_resumes_without_duplicates_or_losses(tiny_plan, tiny_checkpoint, db_url, tmp_path):
     plan = tiny_plan(tiny_checkpoint, n_prompts=4, batch_size=1)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan.to_dict()))
@@ -143,7 +135,7 @@ def test_killed_experiment_resumes_without_duplicates_or_losses(tiny_checkpoint,
         assert session.scalar(select(func.count(models.Experiment.id))) == 1
 
 
-def test_cancel_stops_between_batches_and_a_rerun_finishes(tiny_checkpoint, db_url):
+def test_cancel_stops_between_batches_and_a_rerun_finishes(tiny_plan, tiny_checkpoint, db_url):
     plan = tiny_plan(tiny_checkpoint)
     experiment_id = find_or_create(plan, db_url)
     summary = Runner(experiment_id, ModelPool("cpu"), db_url, lambda f, m: cancel(db_url, experiment_id)).run()
@@ -154,6 +146,7 @@ def test_cancel_stops_between_batches_and_a_rerun_finishes(tiny_checkpoint, db_u
     assert resumed["status"] == "done" and resumed["outputs"] == resumed["total_units"]
 
 
+@pytest.mark.slow
 def test_study_shape_on_the_demo_model(db_url):
     """20 GSM8K prompts x 2 ratios x the four conditions, end to end on the shipped demo model
     (its wall time is bench/experiment_wall.py's figure)."""

@@ -122,6 +122,7 @@ def test_confident_keeps_the_best_of_each_row_with_masks():
     assert chosen.tolist() == [[False, True, False], [False, False, False], [False, True, False]]
 
 
+@pytest.mark.slow
 def test_window_and_early_stop_on_the_demo_model():
     """The trained demo model ends its answers with EOS: early stop saves the tail's forward passes
     and, with dual cache and a threshold, keeps the answers of the reference loop."""

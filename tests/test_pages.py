@@ -223,11 +223,10 @@ def test_experiments_page_queues_a_plan_and_follows_it(page_env, tiny_checkpoint
     assert at.error[0].value == "Not a list of numbers: 'one, two'"
 
 
-def test_results_page_shows_curves_tables_and_tests(page_env, tiny_checkpoint):
+def test_results_page_shows_curves_tables_and_tests(tiny_plan, page_env, tiny_checkpoint):
     from core.experiments import Runner, find_or_create
     from core.service import ModelPool
-    from tests.test_experiments import tiny_plan
-
+    
     at = AppTest.from_file(str(PAGES / "results.py"), default_timeout=120)
     at.run()
     assert at.info[0].value.startswith("No experiments yet")

@@ -12,14 +12,12 @@ from core.experiments import Runner, find_or_create
 from core.service import ModelPool
 from db.queries import item_view
 from db.session import session_scope
-from tests.test_browser import CHROMIUM, chromium
-from tests.test_experiments import tiny_plan
 
 RESULTS = Path(__file__).resolve().parents[1] / "pages" / "results.py"
 
 
 @pytest.fixture
-def finished(tiny_checkpoint, db_url, monkeypatch):
+def finished(tiny_plan, tiny_checkpoint, db_url, monkeypatch):
     monkeypatch.setenv("COMPRESSLENS_MODEL", str(tiny_checkpoint))
     experiment_id = find_or_create(tiny_plan(tiny_checkpoint), db_url)
     Runner(experiment_id, ModelPool("cpu"), db_url).run()
@@ -87,29 +85,27 @@ def test_results_page_opens_a_prompt_side_by_side(finished):
     assert sum(1 for modes in clickable if list(modes)) == 2  # ratio curves and precision vs recall
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it as root)")
-def test_clicking_a_chart_point_opens_that_prompt_and_charts_download(dashboard, tiny_checkpoint, tmp_path):
+def test_clicking_a_chart_point_opens_that_prompt_and_charts_download(browser, tiny_plan, dashboard, tiny_checkpoint, tmp_path):
     url = f"sqlite:///{tmp_path / 'browser.db'}"  # the database the dashboard fixture serves
     experiment_id = find_or_create(tiny_plan(tiny_checkpoint), url)
     Runner(experiment_id, ModelPool("cpu"), url).run()
     points = analysis.precision_recall(analysis.outputs_frame(url, experiment_id))
-    with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
-        page.goto(dashboard + "/results")
-        page.get_by_role("tab", name="Omission vs drift").click()
-        chart = page.get_by_role("tabpanel", name="Omission vs drift").locator(".js-plotly-plot")
-        chart.locator(".scatterlayer .point").first.wait_for(timeout=60_000)
-        plotted = chart.evaluate("plot => plot.data.flatMap(t => t.customdata.map(c => c[0] + '|' + c[1]))")
-        assert sorted(plotted) == sorted(f"{r}|{s}" for r, s in zip(points["run_id"], points["source_id"]))
-        # the last point is never the prompt the page opens by default (the first run's first prompt)
-        run_id, source_id = chart.evaluate("plot => plot.data.at(-1).customdata.at(-1)")[:2]
-        caption = page.get_by_text(f"Experiment #{experiment_id} · run #{run_id} · prompt {source_id}", exact=False)
-        page.get_by_text(f"Experiment #{experiment_id} · run #", exact=False).wait_for(timeout=60_000)
-        assert caption.count() == 0
-        chart.locator(".scatterlayer .trace").last.locator(".point").last.click(force=True)
-        caption.wait_for(timeout=60_000)
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    page.goto(dashboard + "/results")
+    page.get_by_role("tab", name="Omission vs drift").click()
+    chart = page.get_by_role("tabpanel", name="Omission vs drift").locator(".js-plotly-plot")
+    chart.locator(".scatterlayer .point").first.wait_for(timeout=60_000)
+    plotted = chart.evaluate("plot => plot.data.flatMap(t => t.customdata.map(c => c[0] + '|' + c[1]))")
+    assert sorted(plotted) == sorted(f"{r}|{s}" for r, s in zip(points["run_id"], points["source_id"]))
+    # the last point is never the prompt the page opens by default (the first run's first prompt)
+    run_id, source_id = chart.evaluate("plot => plot.data.at(-1).customdata.at(-1)")[:2]
+    caption = page.get_by_text(f"Experiment #{experiment_id} · run #{run_id} · prompt {source_id}", exact=False)
+    page.get_by_text(f"Experiment #{experiment_id} · run #", exact=False).wait_for(timeout=60_000)
+    assert caption.count() == 0
+    chart.locator(".scatterlayer .trace").last.locator(".point").last.click(force=True)
+    caption.wait_for(timeout=60_000)
 
-        chart.hover()
-        with page.expect_download() as download:
-            chart.locator('.modebar-btn[data-title^="Download plot"]').click()
-        assert download.value.suggested_filename == "compresslens-precision-recall.png"
+    chart.hover()
+    with page.expect_download() as download:
+        chart.locator('.modebar-btn[data-title^="Download plot"]').click()
+    assert download.value.suggested_filename == "compresslens-precision-recall.png"

@@ -15,14 +15,13 @@ from core.experiments import Runner, find_or_create
 from core.service import ModelPool
 from db.models import ReviewLabel, ReviewTask
 from db.session import session_scope
-from tests.test_experiments import tiny_plan
 
 REVIEW = Path(__file__).resolve().parents[1] / "pages" / "review.py"
 COMMENT = "<b>Mirela</b> thinks $3 and $5 were dropped"
 
 
 @pytest.fixture
-def experiment(tiny_checkpoint, db_url, monkeypatch):
+def experiment(tiny_plan, tiny_checkpoint, db_url, monkeypatch):
     monkeypatch.setenv("COMPRESSLENS_MODEL", str(tiny_checkpoint))
     # 2 prompts x 2 ratios, and only the pair's two conditions: four items to review, in one batch per run.
     plan = tiny_plan(tiny_checkpoint, n_prompts=2, conditions=["original", "compressed"])
