@@ -45,6 +45,28 @@ def tiny_checkpoint_on_gpu() -> None:
          bf16_token_agreement=agree_bf16 / (len(prompts) * params.gen_length))
 
 
+def fast_modes_on_gpu() -> None:
+    """Every fast mode with and without its CUDA graph gives the same tokens; the exact one, the reference's."""
+    from core.llada import fast, loader
+
+    ckpt = build_tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny", max_shard_bytes=40_000, seed=2)
+    model = loader.load_llada(ckpt, "cuda", dtype=torch.float32)
+    cfg = model.cfg
+    ids = dict(mask_id=cfg.mask_token_id, eos_id=cfg.eos_token_id, eot_id=126348)
+    prompt = torch.randint(0, cfg.mask_token_id, (3, 21), generator=torch.Generator().manual_seed(0)).cuda()
+    mask = torch.ones_like(prompt)
+    mask[1, :5] = 0  # a left-padded row
+    shape = dict(steps=32, gen_length=32, block_length=8)
+    reference = generate(model, prompt, mask, rng=torch.Generator(device="cuda").manual_seed(0), **ids, **shape)
+    modes = {"exact": {}, "prefix": {"cache": "prefix"}, "dual": {"cache": "dual"},
+             "dual_threshold": {"cache": "dual", "threshold": 0.5, "early_stop": True}, "window": {"window": 8}}
+    for name, options in modes.items():
+        runs = [fast.generate(model, prompt, mask, rng=torch.Generator(device="cuda").manual_seed(0), cuda_graph=graph,
+                              **ids, **shape, **options).canvas for graph in (True, False)]
+        emit(figure="fast_mode_cuda_graph_identical", mode=name, value=bool(torch.equal(*runs)),
+             equals_reference=bool(torch.equal(runs[0], reference)))
+
+
 def llada_8b_sampler(gen: int, steps: int, block: int, prompt_tokens: int) -> None:
     model = random_8b()
     cfg = model.cfg
@@ -80,9 +102,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--block", type=int, default=32)
     parser.add_argument("--prompt-tokens", type=int, default=200)
+    parser.add_argument("--fast-modes-only", action="store_true", help="the correctness checks, not the 8B timing")
     args = parser.parse_args()
     emit(figure="device", name=torch.cuda.get_device_name(0), torch=torch.__version__)
     tiny_checkpoint_on_gpu()
+    fast_modes_on_gpu()
+    if args.fast_modes_only:
+        return
     llada_8b_sampler(args.gen, args.steps, args.block, args.prompt_tokens)
 
 

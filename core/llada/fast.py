@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from core.llada.model import LLaDA, apply_rope
+from core.llada.model import LayerCache, LLaDA
 from core.llada.sampler import CACHES, LAST_CONFIDENCE, add_gumbel_noise, get_num_transfer_tokens, most_confident
 
 
@@ -63,70 +63,46 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
     num_blocks = gen_length // block_length
     assert steps % num_blocks == 0
     steps = steps // num_blocks
-    rope = Rope(model, attention_mask, B, T)
-    # CUDA graphs need fixed shapes: the whole canvas (no window), and for a cache the dual one,
-    # whose steps all compute exactly one block.
-    graphs = cuda_graph and device.type == "cuda" and window is None
-    graphed = None
-    if graphs and cache == "none":
-        graphed = GraphedLogits(lambda canvas, positions: block_logits(model, canvas, rope, positions, T),
-                                x, P, block_length)
-    kv = KVCache(model, B, T, device) if window is None and cache != "none" else None
+    # Where each step's logits come from is decided once: a full pass, or a prefix / dual cache.
+    source = (FullPass(model, x, attention_mask, block_length, window=window, cuda_graph=cuda_graph) if cache == "none"
+              else CachedPass(model, x, attention_mask, block_length, dual=cache == "dual", window=window,
+                              cuda_graph=cuda_graph))
     calls = 0
 
     for num_block in range(num_blocks):
         start, end = P + num_block * block_length, P + (num_block + 1) * block_length
-        block = torch.arange(start, end, device=device)
-        seen = T if window is None else min(T, end + window)  # the tail past `seen` is skipped
-        schedule = get_num_transfer_tokens(x[:, start:end] == mask_id, steps)
-        if window is not None and cache != "none":
-            kv = KVCache(model, B, seen, device)
-        fresh = False  # whether this block's full pass has filled the cache
+        source.begin_block(start, end)
+        num_transfer_tokens = get_num_transfer_tokens(x[:, start:end] == mask_id, steps)
         step = 0  # of the schedule; with a threshold, forward passes in this block
         while (masked := x[:, start:end] == mask_id).any():
             if not threshold:
                 if step == steps:
                     break
                 step += 1
-                if not schedule[:, step - 1].any():
+                if not num_transfer_tokens[:, step - 1].any():
                     continue  # the reference's forward pass here would commit nothing
             else:
                 step += 1
-            if cache == "none":
-                logits = graphed(x, start) if graphed else block_logits(model, x, rope, block, seen)
-            elif not fresh:
-                if cache == "dual" and graphs and graphed is None:
-                    # Captured before the full pass, which then overwrites what the capture's warm-up wrote.
-                    graphed = GraphedLogits(
-                        lambda canvas, positions, kv=kv: cached_logits(model, canvas, rope, kv,
-                                                                       recomputed_for(model, positions), positions),
-                        x, start, block_length)
-                logits = cached_logits(model, x, rope, kv, torch.arange(seen, device=device), block)
-                fresh = True
-            elif graphed is not None:
-                logits = graphed(x, start)
-            else:
-                recomputed = recomputed_for(model, block if cache == "dual" else torch.arange(start, seen, device=device))
-                logits = cached_logits(model, x, rope, kv, recomputed, block)
+            logits = source.logits(x)
             calls += 1
-
             if logits_eos_inf:
                 logits[:, :, eos_id] = -torch.inf
+
             x0 = torch.argmax(add_gumbel_noise(logits, temperature, rng), dim=-1)
             if remasking == "low_confidence":
                 p = F.softmax(logits.to(torch.float64), dim=-1)
-                confidence = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
+                x0_p = torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)
             else:  # drawn for the whole canvas, as the reference does, so the same stream gives the same order
-                confidence = torch.rand((B, T), dtype=torch.float64, device=device, generator=rng)[:, start:end]
+                x0_p = torch.rand((B, T), dtype=torch.float64, device=device, generator=rng)[:, start:end]
             if confidence_eos_eot_inf:
-                confidence = torch.where((x0 == eos_id) | (x0 == eot_id), LAST_CONFIDENCE, confidence)
-            confidence = torch.where(masked, confidence, -torch.inf)
+                x0_p = torch.where((x0 == eos_id) | (x0 == eot_id), LAST_CONFIDENCE, x0_p)
+            confidence = torch.where(masked, x0_p, -torch.inf)
 
             if threshold:
-                chosen = confident(confidence, masked, threshold)
+                transfer_index = confident(confidence, masked, threshold)
             else:
-                chosen = scheduled(confidence, schedule[:, step - 1], start, T)
-            x[:, start:end] = torch.where(chosen, x0, x[:, start:end])
+                transfer_index = scheduled(confidence, num_transfer_tokens[:, step - 1], start, T)
+            x[:, start:end] = torch.where(transfer_index, x0, x[:, start:end])
             if on_step is not None:
                 on_step(num_block * steps + min(step, steps), num_blocks * steps, x)
 
@@ -134,6 +110,66 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
             x[:, end:] = eos_id
             break
     return FastResult(x, calls)
+
+
+class FullPass:
+    """Logits from a forward pass over the canvas at every step (over [0, end + window) with a window);
+    on CUDA without a window, one captured graph replayed for every step."""
+
+    def __init__(self, model: LLaDA, x: torch.Tensor, attention_mask: torch.Tensor | None, block_length: int, *,
+                 window: int | None, cuda_graph: bool):
+        self.model, self.x, self.window, self.block_length = model, x, window, block_length
+        self.rope = Rope(model, attention_mask, *x.shape)
+        self.capture = cuda_graph and x.is_cuda and window is None
+        self.graphed = None
+
+    def begin_block(self, start: int, end: int) -> None:
+        self.start, self.block = start, torch.arange(start, end, device=self.x.device)
+        self.seen = self.x.shape[1] if self.window is None else min(self.x.shape[1], end + self.window)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.capture and self.graphed is None:
+            self.graphed = GraphedLogits(lambda canvas, positions: block_logits(self.model, canvas, self.rope,
+                                                                                positions, x.shape[1]),
+                                         x, self.start, self.block_length)
+        if self.graphed is not None:
+            return self.graphed(x, self.start)
+        return block_logits(self.model, x, self.rope, self.block, self.seen)
+
+
+class CachedPass(FullPass):
+    """Logits from a key/value cache: a block's first step is a full pass that refills it; later steps
+    recompute the block alone (``dual``) or the block and what follows it (``prefix``). On CUDA
+    without a window, the dual step is one captured graph."""
+
+    def __init__(self, model: LLaDA, x: torch.Tensor, attention_mask: torch.Tensor | None, block_length: int, *,
+                 dual: bool, window: int | None, cuda_graph: bool):
+        super().__init__(model, x, attention_mask, block_length, window=window, cuda_graph=cuda_graph)
+        self.dual = dual
+        self.capture = self.capture and self.dual  # a prefix step's width changes from block to block
+        self.kv = KVCache(model, x.shape[0], x.shape[1], x.device) if window is None else None
+
+    def begin_block(self, start: int, end: int) -> None:
+        super().begin_block(start, end)
+        if self.window is not None:
+            self.kv = KVCache(self.model, self.x.shape[0], self.seen, self.x.device)
+        self.fresh = False  # whether this block's full pass has filled the cache
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        model, device = self.model, x.device
+        if not self.fresh:
+            if self.capture and self.graphed is None:
+                # Captured before the full pass, which then overwrites what the capture's warm-up wrote.
+                self.graphed = GraphedLogits(
+                    lambda canvas, positions: cached_logits(model, canvas, self.rope, self.kv,
+                                                            recomputed_for(model, positions), positions),
+                    x, self.start, self.block_length)
+            self.fresh = True
+            return cached_logits(model, x, self.rope, self.kv, torch.arange(self.seen, device=device), self.block)
+        if self.graphed is not None:
+            return self.graphed(x, self.start)
+        recomputed = self.block if self.dual else torch.arange(self.start, self.seen, device=device)
+        return cached_logits(model, x, self.rope, self.kv, recomputed_for(model, recomputed), self.block)
 
 
 def scheduled(confidence: torch.Tensor, k: torch.Tensor, start: int, width: int) -> torch.Tensor:
@@ -209,30 +245,8 @@ def cached_logits(model: LLaDA, x: torch.Tensor, rope: Rope, kv: KVCache, recomp
     cos, sin = rope.cos.index_select(2, recomputed), rope.sin.index_select(2, recomputed)
     h = t.wte(x.index_select(1, recomputed))
     for layer, k_cache, v_cache in zip(t.blocks, kv.k, kv.v):
-        h = cached_block(layer, h, cos, sin, rope.keys(kv.length), k_cache, v_cache, recomputed)
+        h = layer(h, cos, sin, rope.keys(kv.length), LayerCache(k_cache, v_cache, recomputed))
     return model.lm_head(t.ln_f(h.index_select(1, model.predicting_positions(block) - recomputed[0])))
-
-
-def cached_block(block, h, cos, sin, key_mask, k_cache, v_cache, index: torch.Tensor) -> torch.Tensor:
-    """``Block.forward`` for the positions ``index`` (in order, ``h`` holds them), whose attention
-    reads every cached key; their own cache entries are refreshed first."""
-    B, n, _ = h.shape
-    cfg = block.cfg
-    a = block.attn_norm(h)
-    q = block.q_proj(a).view(B, n, cfg.n_heads, cfg.head_dim).transpose(1, 2)
-    k = block.k_proj(a).view(B, n, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
-    v = block.v_proj(a).view(B, n, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
-    q = apply_rope(q, cos, sin)
-    k_cache.index_copy_(2, index, apply_rope(k, cos, sin))
-    v_cache.index_copy_(2, index, v)
-    keys, values = k_cache, v_cache
-    if cfg.n_kv_heads != cfg.n_heads:
-        keys = keys.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
-        values = values.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
-    y = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask, is_causal=False)
-    h = h + block.attn_out(y.transpose(1, 2).reshape(B, n, -1))
-    f = block.ff_norm(h)
-    return h + block.ff_out(F.silu(block.ff_proj(f)) * block.up_proj(f))
 
 
 def capture(run: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -87,6 +88,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
 
 
+class LayerCache(NamedTuple):
+    """One layer's keys (after RoPE) and values for the whole canvas, (B, n_kv_heads, T, head_dim), and
+    the positions a forward pass over a slice of the canvas computes."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    index: torch.Tensor
+
+
 class Block(nn.Module):
     def __init__(self, cfg: LLaDAConfig):
         super().__init__()
@@ -102,13 +112,17 @@ class Block(nn.Module):
         self.up_proj = nn.Linear(cfg.d_model, cfg.mlp_hidden_size, bias=False)
         self.ff_out = nn.Linear(cfg.mlp_hidden_size, cfg.d_model, bias=False)
 
-    def attention(self, x, cos, sin, key_mask):
+    def attention(self, x, cos, sin, key_mask, cache: LayerCache | None = None):
         B, T, _ = x.shape
         hd, nh, nkv = self.cfg.head_dim, self.cfg.n_heads, self.cfg.n_kv_heads
         q = self.q_proj(x).view(B, T, nh, hd).transpose(1, 2)
         k = self.k_proj(x).view(B, T, nkv, hd).transpose(1, 2)
         v = self.v_proj(x).view(B, T, nkv, hd).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:  # x holds the positions cache.index: refresh them, then attend to every cached one
+            cache.k.index_copy_(2, cache.index, k)
+            cache.v.index_copy_(2, cache.index, v)
+            k, v = cache.k, cache.v
         if nkv != nh:
             k = k.repeat_interleave(nh // nkv, dim=1)
             v = v.repeat_interleave(nh // nkv, dim=1)
@@ -116,8 +130,8 @@ class Block(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=False)
         return self.attn_out(y.transpose(1, 2).reshape(B, T, -1))
 
-    def forward(self, x, cos, sin, key_mask):
-        x = x + self.attention(self.attn_norm(x), cos, sin, key_mask)
+    def forward(self, x, cos, sin, key_mask, cache: LayerCache | None = None):
+        x = x + self.attention(self.attn_norm(x), cos, sin, key_mask, cache)
         h = self.ff_norm(x)
         return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
 
