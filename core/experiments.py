@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.llada.sampler import SamplerParams
 from core.service import CompareRequest, ModelPool, Progress, default_model, score_output
 from db import models
-from db.queries import NO_COMPRESSION, baseline_runs
+from db.queries import NO_COMPRESSION, baseline_runs, condition_texts, experiment_run_id
 from db.session import session_scope
 
 CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed")
@@ -244,8 +244,7 @@ class Runner:
 
     def _run_row(self, config: RunSpec, generator) -> int:
         with session_scope(self.db_url) as session:
-            existing = session.scalar(select(models.Run.id).where(models.Run.experiment_id == self.experiment_id,
-                                                                  models.Run.config_key == config.key))
+            existing = experiment_run_id(session, self.experiment_id, config.key)
             if existing is not None:
                 return existing
             # An experiment run's sampler_params: {task: params} for every task among its prompts, and, when
@@ -265,20 +264,14 @@ class Runner:
             return run.id
 
     def _stored(self, run_id: int, condition: str) -> dict[str, str]:
-        """Output texts of one condition of a run, by item source id."""
         with session_scope(self.db_url) as session:
-            rows = session.execute(
-                select(models.Item.source_id, models.Output.text)
-                .join(models.Condition, models.Condition.item_id == models.Item.id)
-                .join(models.Output, models.Output.condition_id == models.Condition.id)
-                .where(models.Item.run_id == run_id, models.Condition.name == condition))
-            return dict(rows.all())
+            return condition_texts(session, run_id, condition)
 
     def _baseline_outputs(self, config: RunSpec) -> dict[str, str]:
         with session_scope(self.db_url) as session:
             run_id = session.scalar(select(models.Run.id).where(*baseline_runs(self.experiment_id, config.model,
                                                                                config.seed)))
-        return {} if run_id is None else self._stored(run_id, "original")
+            return {} if run_id is None else condition_texts(session, run_id, "original")
 
     def run(self) -> dict:
         if self._cancel_requested():  # cancelled while it waited in the queue

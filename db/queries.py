@@ -26,6 +26,20 @@ def baseline_runs(experiment_id: int, model_id: str, seed: int) -> tuple:
             Run.seed == seed)
 
 
+def experiment_run_id(session: Session, experiment_id: int, config_key: str) -> int | None:
+    """The stored run of one run spec of an experiment, if it has started."""
+    return session.scalar(select(Run.id).where(Run.experiment_id == experiment_id, Run.config_key == config_key))
+
+
+def condition_texts(session: Session, run_id: int, condition: str) -> dict[str, str]:
+    """Output texts of one condition of a run, by item source id: what a resumed run already has."""
+    rows = session.execute(select(Item.source_id, Output.text)
+                           .join(Condition, Condition.item_id == Item.id)
+                           .join(Output, Output.condition_id == Condition.id)
+                           .where(Item.run_id == run_id, Condition.name == condition))
+    return dict(rows.all())
+
+
 def is_baseline_row(row: dict) -> bool:
     return row["compressor"] == NO_COMPRESSION and row["condition"] == "original"
 
