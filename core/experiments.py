@@ -34,7 +34,6 @@ from db.session import session_scope
 CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed")
 
 
-
 @dataclass
 class Plan:
     name: str = "experiment"

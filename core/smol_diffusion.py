@@ -37,7 +37,8 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", 
 
 def installed() -> bool:
     """Whether the package with its base weights is here (the set-up installs it)."""
-    return package_folder(BASE_PACKAGE) is not None and (package_folder(BASE_PACKAGE) / BASE_FILE).is_file()
+    folder = package_folder(BASE_PACKAGE)
+    return folder is not None and (folder / BASE_FILE).is_file()
 
 
 def is_smol(model_id: str) -> bool:

@@ -169,8 +169,13 @@ class Worker:
         return True
 
     def serve(self) -> None:
+        last_requeue = -float("inf")
         while not self._stop.is_set():
-            self.requeue_interrupted()  # a job another worker lost is picked up by whoever is idle
+            # A job another worker lost is picked up by whoever is idle; looking once a heartbeat
+            # period is enough, and keeps an idle worker from writing to the database every poll.
+            if time.monotonic() - last_requeue >= self.heartbeat_seconds:
+                self.requeue_interrupted()
+                last_requeue = time.monotonic()
             if not self.run_once():
                 self._stop.wait(self.poll_seconds)
 
