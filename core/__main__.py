@@ -132,8 +132,9 @@ def print_human(view: dict) -> None:
 
 def run_experiment(args) -> int:
     from core import paths
-    from core.experiments import Plan, Runner, find_or_create
+    from core.experiments import Plan, experiment_summary
     from core.service import ModelPool
+    from core.worker import Worker, job_state, submit_experiment
 
     try:
         with open(args.plan, encoding="utf-8") as f:
@@ -145,17 +146,28 @@ def run_experiment(args) -> int:
     if not isinstance(raw, dict):
         raise UserError(f"{args.plan} must hold one JSON object")
     db_url = args.db or paths.db_url()
-    experiment_id = find_or_create(Plan.from_dict(raw), db_url)
+    experiment_id, job_id = submit_experiment(db_url, Plan.from_dict(raw))
 
     def progress(_fraction: float, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    summary = Runner(experiment_id, ModelPool(args.device), db_url, progress).run()
+    # The same job lifecycle as the dashboard's: a job row, run here by a worker of this process.
+    worker = Worker(db_url, ModelPool(args.device), echo=progress)
+    worker.requeue_interrupted()  # a killed earlier run of this plan gives its job back
+    job = worker.claim(job_id)
+    if job is None:
+        raise UserError(f"Experiment #{experiment_id} is already running as job #{job_id} in another worker; "
+                        "follow it on the Experiments page")
+    worker.run_job(job)
+    state = job_state(db_url, job_id)
+    if state["status"] == "failed":
+        raise UserError(state["error"])
+    summary = experiment_summary(db_url, experiment_id)
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
     else:
         print(f"experiment {summary['experiment_id']} {summary['status']}: "
-              f"{summary['done_units']}/{summary['total_units']} outputs")
+              f"{summary['outputs']}/{summary['total_units']} outputs")
     return 0
 
 

@@ -20,15 +20,16 @@ import json
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 
 from core import compressors, datasets, demo, metrics, store
 from core.errors import UserError
 from core.llada.sampler import SamplerParams
 from core.service import CompareRequest, ModelPool, Progress, default_model, score_output
 from db import models
-from db.queries import NO_COMPRESSION, baseline_runs, condition_texts, experiment_run_id
+from db.queries import NO_COMPRESSION, baseline_runs, condition_texts, experiment_run_id, experiment_states
 from db.session import session_scope
 
 CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed")
@@ -185,16 +186,14 @@ def total_units(plan: Plan, n_items: int) -> int:
 
 
 def find_or_create(plan: Plan, db_url: str) -> int:
-    """The experiment with this exact plan, reopened if it was cancelled or failed, or a new one."""
+    """The experiment with this exact plan, or a new one; running it again resumes it."""
     plan.validate()
     wanted = plan.to_dict()
     with session_scope(db_url) as session:
         for experiment in session.scalars(select(models.Experiment).where(models.Experiment.name == plan.name)):
             if experiment.plan == wanted:
-                if experiment.status in ("cancelled", "failed"):
-                    experiment.status = "queued"
                 return experiment.id
-        experiment = models.Experiment(name=plan.name, plan=wanted, status="queued",
+        experiment = models.Experiment(name=plan.name, plan=wanted,
                                        total_units=total_units(plan, len(sample_prompts(plan))))
         session.add(experiment)
         session.flush()
@@ -206,18 +205,20 @@ class Cancelled(Exception):
 
 
 def cancel(db_url: str, experiment_id: int) -> None:
-    """Ask a running experiment to stop after its current batch; what it wrote stays."""
+    """Ask a queued or running experiment to stop (its job, after the current batch); what it wrote stays."""
     with session_scope(db_url) as session:
-        experiment = session.get(models.Experiment, experiment_id)
-        if experiment is not None and experiment.status in ("queued", "running"):
-            experiment.status = "cancelled"
+        session.execute(update(models.Job)
+                        .where(models.Job.experiment_id == experiment_id, models.Job.status.in_(("queued", "running")))
+                        .values(status="cancelled", message="Cancelled", finished_at=models.utcnow()))
 
 
 class Runner:
     """Executes one experiment; safe to start again on the same experiment at any time."""
 
-    def __init__(self, experiment_id: int, pool: ModelPool, db_url: str, progress: Progress | None = None):
+    def __init__(self, experiment_id: int, pool: ModelPool, db_url: str, progress: Progress | None = None,
+                 cancelled: Callable[[], bool] = lambda: False):
         self.experiment_id = experiment_id
+        self.cancelled = cancelled
         self.pool = pool
         self.db_url = db_url
         self.say = progress or (lambda _f, _m: None)
@@ -230,16 +231,6 @@ class Runner:
         self.backbone = self.plan.bertscore_backbone or metrics.default_backbone()
         self.generated_tokens = 0
         self.generate_seconds = 0.0
-
-    def _set(self, **values) -> None:
-        with session_scope(self.db_url) as session:
-            experiment = session.get(models.Experiment, self.experiment_id)
-            for key, value in values.items():
-                setattr(experiment, key, value)
-
-    def _cancel_requested(self) -> bool:
-        with session_scope(self.db_url) as session:
-            return session.get(models.Experiment, self.experiment_id).status == "cancelled"
 
     def _run_row(self, config: RunSpec, generator) -> int:
         with session_scope(self.db_url) as session:
@@ -273,21 +264,13 @@ class Runner:
             return {} if run_id is None else condition_texts(session, run_id, "original")
 
     def run(self) -> dict:
-        if self._cancel_requested():  # cancelled while it waited in the queue
-            return self.summary()
-        self._set(status="running", error=None)
+        """Stores every unit not yet stored; raises Cancelled when ``cancelled()`` says so between batches.
+        Its job (core.worker) records how it ended."""
         started = time.perf_counter()
         total = total_units(self.plan, len(self.samples))
         done = 0
-        try:
-            for config in expand(self.plan):
-                done = self._run_config(config, done, total, started)
-        except Cancelled:
-            return self.summary()
-        except Exception as exc:
-            self._set(status="failed", error=str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
-            raise
-        self._set(status="done", finished_at=models.utcnow(), done_units=total)
+        for config in expand(self.plan):
+            done = self._run_config(config, done, total, started)
         return self.summary()
 
     def _run_config(self, config: RunSpec, done: int, total: int, started: float) -> int:
@@ -303,7 +286,7 @@ class Runner:
             missing = {c: [s for s in batch if s.source_id not in stored[c]] for c in config.conditions}
             if not any(missing.values()):
                 continue
-            if self._cancel_requested():
+            if self.cancelled():
                 raise Cancelled
             # Compression is deterministic, so a resumed batch recomputes it instead of storing it twice.
             cuts = ({s.source_id: compressor.compress(s.prompt, config.ratio, generator.count_tokens) for s in batch}
@@ -357,7 +340,6 @@ class Runner:
         elapsed = time.perf_counter() - started
         rate = self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
         eta = elapsed / max(done, 1) * (total - done)
-        self._set(done_units=done)
         notes = getattr(generator, "notes", [])
         self.say(done / total, f"{done}/{total} · {config.model} · {config.compressor} {config.ratio:g}x · "
                                f"seed {config.seed} · {condition} · ETA {eta:.0f} s · {rate:.0f} tokens/s"
@@ -371,6 +353,7 @@ def experiment_summary(db_url: str, experiment_id: int) -> dict:
     """Status and, per run and condition, the mean of every metric: the study's table in long form."""
     with session_scope(db_url) as session:
         experiment = session.get(models.Experiment, experiment_id)
+        state = experiment_states(session, [experiment_id])[experiment_id]
         rows = session.execute(
             select(models.Run.id, models.Run.model_id, models.Run.compressor, models.Run.ratio_requested,
                    models.Run.seed, models.Item.task, models.Condition.name, models.Metric.reference,
@@ -380,12 +363,6 @@ def experiment_summary(db_url: str, experiment_id: int) -> dict:
             .join(models.Output, models.Output.condition_id == models.Condition.id)
             .join(models.Metric, models.Metric.output_id == models.Output.id)
             .where(models.Run.experiment_id == experiment_id)).all()
-        outputs = session.scalar(
-            select(func.count(models.Output.id))
-            .join(models.Condition, models.Condition.id == models.Output.condition_id)
-            .join(models.Item, models.Item.id == models.Condition.item_id)
-            .join(models.Run, models.Run.id == models.Item.run_id)
-            .where(models.Run.experiment_id == experiment_id))
         groups: dict[tuple, list[float]] = {}
         for run_id, model_id, compressor, ratio, seed, task, condition, reference, name, value in rows:
             groups.setdefault((run_id, model_id, compressor, ratio, seed, task, condition, reference, name),
@@ -393,6 +370,6 @@ def experiment_summary(db_url: str, experiment_id: int) -> dict:
         table = [{"run_id": k[0], "model": k[1], "compressor": k[2], "ratio": k[3], "seed": k[4], "task": k[5],
                   "condition": k[6], "reference": k[7], "metric": k[8], "mean": sum(v) / len(v), "n": len(v)}
                  for k, v in sorted(groups.items())]
-        return {"experiment_id": experiment.id, "name": experiment.name, "status": experiment.status,
-                "done_units": experiment.done_units, "total_units": experiment.total_units, "outputs": outputs,
-                "error": experiment.error, "table": table}
+        return {"experiment_id": experiment.id, "name": experiment.name, "status": state["status"],
+                "outputs": state["done"], "total_units": experiment.total_units, "error": state["error"],
+                "table": table}

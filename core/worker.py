@@ -4,7 +4,8 @@ Pages submit a job row and poll it; a click that reruns a page therefore never k
 call. The worker runs as a daemon thread of the Streamlit server (started once through
 ``st.cache_resource``; ``COMPRESSLENS_WORKER=off`` leaves it out) or as its own process
 (``python -m core worker``). Several workers may serve one database: a job is claimed by one, which
-refreshes its heartbeat while it runs; a job whose heartbeat stopped goes back to the queue.
+refreshes its heartbeat while it runs; a job whose heartbeat stopped, or whose process on this host
+exited, goes back to the queue.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 
 from core.errors import UserError
-from core.service import CompareRequest, ModelPool, compare
+from core.service import CompareRequest, ModelPool, Progress, compare
 from db.models import Job, utcnow
 from db.session import session_scope
 
@@ -43,12 +44,17 @@ def submit_compare(db_url: str, request: CompareRequest) -> int:
 
 
 def submit_experiment(db_url: str, plan) -> tuple[int, int]:
-    """Queue a plan (a new experiment, or the unfinished one with the same plan); returns (experiment, job)."""
+    """Queue a plan (a new experiment, or the stored one with the same plan, which resumes); returns
+    (experiment, job). An experiment already queued or running keeps its job."""
     from core.experiments import find_or_create
 
     experiment_id = find_or_create(plan, db_url)
     with session_scope(db_url) as session:
-        job = Job(kind="experiment", params={"experiment_id": experiment_id}, status="queued", message="Queued")
+        live = session.scalar(select(Job.id).where(Job.experiment_id == experiment_id,
+                                                   Job.status.in_(("queued", "running"))))
+        if live is not None:
+            return experiment_id, live
+        job = Job(kind="experiment", params={}, experiment_id=experiment_id, status="queued", message="Queued")
         session.add(job)
         session.flush()
         return experiment_id, job.id
@@ -78,21 +84,51 @@ def run_compare(worker: "Worker", job: Job, progress) -> dict:
 
 
 def run_experiment(worker: "Worker", job: Job, progress) -> dict:
-    from core.experiments import Runner
+    from core.experiments import Cancelled, Runner, experiment_summary
 
-    summary = Runner(job.params["experiment_id"], worker.pool, worker.db_url, progress).run()
-    return {"status": summary["status"],
-            "message": f"{summary['status'].capitalize()}: {summary['outputs']}/{summary['total_units']}"}
+    def cancelled() -> bool:
+        return job_state(worker.db_url, job.id)["status"] == "cancelled"
+
+    status = "done"
+    try:
+        Runner(job.experiment_id, worker.pool, worker.db_url, progress, cancelled).run()
+    except Cancelled:
+        status = "cancelled"
+    summary = experiment_summary(worker.db_url, job.experiment_id)
+    return {"status": status, "progress": summary["outputs"] / max(summary["total_units"], 1),
+            "message": f"{status.capitalize()}: {summary['outputs']}/{summary['total_units']}"}
 
 
 # Every kind of job: what runs it; it returns the job's final fields.
 JOB_KINDS = {"compare": run_compare, "experiment": run_experiment}
 
 
+def _exited_here(worker_id: str | None) -> bool:
+    """Whether a worker id (host:pid:random) names a process of this host that no longer runs."""
+    host, _, rest = (worker_id or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+class JobLost(Exception):
+    """The job was requeued and claimed by another worker while this one still ran it."""
+
+
 class Worker:
     def __init__(self, db_url: str, pool: ModelPool | None = None, poll_seconds: float = 0.5,
-                 heartbeat_seconds: float = HEARTBEAT_S, stale_after_seconds: float = STALE_AFTER_S):
+                 heartbeat_seconds: float = HEARTBEAT_S, stale_after_seconds: float = STALE_AFTER_S,
+                 echo: Progress | None = None):
+        """``echo`` hears every progress report too (the CLI prints them)."""
         self.db_url = db_url
+        self.echo = echo
         self.pool = pool or ModelPool()
         self.poll_seconds = poll_seconds
         self.heartbeat_seconds = heartbeat_seconds
@@ -103,45 +139,69 @@ class Worker:
         self.current_job: int | None = None
 
     def requeue_interrupted(self) -> int:
-        """Running jobs whose worker stopped beating go back to the queue; a live worker's job stays its own."""
+        """Running jobs whose worker stopped beating, or whose process on this host has exited, go back to
+        the queue; a live worker's job stays its own."""
         cutoff = utcnow() - timedelta(seconds=self.stale_after_seconds)
+        requeued = 0
         with session_scope(self.db_url) as session:
-            result = session.execute(
-                update(Job).where(Job.status == "running", or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
-                .values(status="queued", worker_id=None, message="Requeued after an interrupted worker"))
-            return result.rowcount or 0
+            running = session.execute(select(Job.id, Job.worker_id, Job.heartbeat_at).where(Job.status == "running"))
+            for job_id, worker_id, beat in running.all():
+                if beat is not None and beat >= cutoff and not _exited_here(worker_id):
+                    continue
+                owner = Job.worker_id.is_(None) if worker_id is None else Job.worker_id == worker_id
+                result = session.execute(update(Job).where(Job.id == job_id, Job.status == "running", owner)
+                                         .values(status="queued", worker_id=None,
+                                                 message="Requeued after an interrupted worker"))
+                requeued += result.rowcount or 0
+        return requeued
+
+    def claim(self, job_id: int) -> Job | None:
+        """The queued job, now running here; None when it is not queued (another worker has it, or it ended)."""
+        with session_scope(self.db_url) as session:
+            now = utcnow()
+            claimed = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                                      .values(status="running", started_at=now, heartbeat_at=now,
+                                              worker_id=self.worker_id, message="Starting"))
+            return session.get(Job, job_id) if claimed.rowcount == 1 else None
 
     def claim_next(self) -> Job | None:
         with session_scope(self.db_url) as session:
-            for job in session.scalars(select(Job).where(Job.status == "queued").order_by(Job.id)):
-                now = utcnow()
-                claimed = session.execute(update(Job).where(Job.id == job.id, Job.status == "queued")
-                                          .values(status="running", started_at=now, heartbeat_at=now,
-                                                  worker_id=self.worker_id, message="Starting"))
-                if claimed.rowcount == 1:
-                    return job
+            queued = list(session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.id)))
+        for job_id in queued:
+            job = self.claim(job_id)
+            if job is not None:
+                return job
         return None
 
-    def _beat(self, job_id: int, done: threading.Event) -> None:
+    def _beat(self, job_id: int, done: threading.Event, lost: threading.Event) -> None:
         while not done.wait(self.heartbeat_seconds):
             try:
                 with session_scope(self.db_url) as session:
-                    session.execute(update(Job).where(Job.id == job_id, Job.worker_id == self.worker_id)
-                                    .values(heartbeat_at=utcnow()))
+                    beat = session.execute(update(Job).where(Job.id == job_id, Job.worker_id == self.worker_id)
+                                           .values(heartbeat_at=utcnow()))
+                    if beat.rowcount == 0:
+                        lost.set()
+                        return
             except Exception:  # a busy database skips one beat; the next one comes soon
                 log.warning("heartbeat of job %s failed:\n%s", job_id, traceback.format_exc())
 
     def _set(self, job_id: int, **values) -> None:
+        """Writes the job's fields while it is still this worker's; a job taken over is left to its new worker."""
         with session_scope(self.db_url) as session:
-            session.execute(update(Job).where(Job.id == job_id).values(**values))
+            session.execute(update(Job).where(Job.id == job_id, Job.worker_id == self.worker_id).values(**values))
 
     def run_job(self, job: Job) -> None:
         self.current_job = job.id
         last = [0.0]
-        done = threading.Event()
-        threading.Thread(target=self._beat, args=(job.id, done), name=f"heartbeat-{job.id}", daemon=True).start()
+        done, lost = threading.Event(), threading.Event()
+        threading.Thread(target=self._beat, args=(job.id, done, lost), name=f"heartbeat-{job.id}",
+                         daemon=True).start()
 
         def progress(fraction: float, message: str) -> None:
+            if lost.is_set():  # stop before writing results another worker is writing too
+                raise JobLost
+            if self.echo is not None:
+                self.echo(fraction, message)
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL_S or fraction >= 1.0:
                 last[0] = now
@@ -151,6 +211,8 @@ class Worker:
             if job.kind not in JOB_KINDS:
                 raise UserError(f"Unknown job kind {job.kind!r}")
             self._set(job.id, **JOB_KINDS[job.kind](self, job, progress), finished_at=utcnow())
+        except JobLost:
+            log.warning("job %s was taken over by another worker; this one stopped", job.id)
         except UserError as exc:
             self._set(job.id, status="failed", error=str(exc), message="Failed", finished_at=utcnow())
         except Exception as exc:  # the worker must outlive any single job

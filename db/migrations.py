@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, Float, ForeignKey, Integer, MetaData, String, Table,
-                        Text, UniqueConstraint, inspect, text)
+                        Text, UniqueConstraint, insert, inspect, select, text, update)
 
 
 def _runs_stub(metadata: MetaData) -> Table:
@@ -186,6 +186,58 @@ def _v6_job_heartbeats(engine: Engine) -> None:
                 conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {name} {kind.compile(dialect=engine.dialect)}"))
 
 
+def _v7_experiment_state_on_jobs(engine: Engine) -> None:
+    """An experiment's status, error and progress are its latest job's (jobs.experiment_id); the copies
+    the experiments table kept go, after an experiment run without a job gets one that carries them."""
+    metadata = MetaData()
+    experiments = Table("experiments", metadata,
+                        Column("id", Integer, primary_key=True),
+                        Column("status", String(20)),
+                        Column("total_units", Integer),
+                        Column("done_units", Integer),
+                        Column("error", Text),
+                        Column("created_at", DateTime),
+                        Column("finished_at", DateTime))
+    jobs = Table("jobs", metadata,
+                 Column("id", Integer, primary_key=True),
+                 Column("kind", String(40), nullable=False),
+                 Column("params", JSON, nullable=False),
+                 Column("status", String(20), nullable=False),
+                 Column("progress", Float, nullable=False),
+                 Column("message", Text, nullable=False),
+                 Column("error", Text),
+                 Column("created_at", DateTime, nullable=False),
+                 Column("finished_at", DateTime),
+                 Column("experiment_id", Integer, ForeignKey("experiments.id", ondelete="CASCADE")))
+    job_columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    experiment_columns = {c["name"] for c in inspect(engine).get_columns("experiments")}
+    with engine.begin() as conn:
+        if "experiment_id" not in job_columns:
+            conn.execute(text("ALTER TABLE jobs ADD COLUMN experiment_id INTEGER "
+                              "REFERENCES experiments(id) ON DELETE CASCADE"))
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_jobs_experiment_id ON jobs (experiment_id)"))
+        if "status" not in experiment_columns:
+            return
+        for job_id, params in conn.execute(select(jobs.c.id, jobs.c.params).where(jobs.c.kind == "experiment")):
+            if params.get("experiment_id") is not None:
+                conn.execute(update(jobs).where(jobs.c.id == job_id)
+                             .values(experiment_id=params["experiment_id"], params={}))
+        for experiment_id, status, error, created_at, finished_at, done, total in conn.execute(select(
+                experiments.c.id, experiments.c.status, experiments.c.error, experiments.c.created_at,
+                experiments.c.finished_at, experiments.c.done_units, experiments.c.total_units)):
+            latest = conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.experiment_id == experiment_id)
+                                  .order_by(jobs.c.id.desc()).limit(1)).first()
+            if latest is None:
+                conn.execute(insert(jobs).values(
+                    kind="experiment", params={}, status=status, progress=done / total if total else 0.0,
+                    message=f"{status.capitalize()}: {done}/{total}", error=error, created_at=created_at,
+                    finished_at=finished_at, experiment_id=experiment_id))
+            elif latest.status not in ("queued", "running") and latest.status != status:
+                conn.execute(update(jobs).where(jobs.c.id == latest.id).values(status=status, error=error))
+        for column in ("status", "done_units", "error", "finished_at"):
+            conn.execute(text(f"ALTER TABLE experiments DROP COLUMN {column}"))
+
+
 # (version, name, step), applied in order, each once (db.session.migrate records them).
 MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (1, "runs, items, conditions, outputs, metrics, jobs", _v1_results),
@@ -194,4 +246,5 @@ MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (4, "review tasks, items and annotators' labels", _v4_review),
     (5, "review tasks may be unblinded", _v5_unblinded_review),
     (6, "job heartbeats", _v6_job_heartbeats),
+    (7, "an experiment's status lives on its jobs", _v7_experiment_state_on_jobs),
 ]

@@ -29,18 +29,16 @@ class SchemaMigration(Base):
 
 
 class Experiment(Base):
-    """A study: a plan expanded into runs, executed incrementally and resumable."""
+    """A study: a plan expanded into runs, executed incrementally and resumable.
+
+    Its status, error and progress are those of its latest job (``db.queries.experiment_states``)."""
 
     __tablename__ = "experiments"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     plan: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|done|failed|cancelled
     total_units: Mapped[int] = mapped_column(Integer, default=0)
-    done_units: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     runs: Mapped[list["Run"]] = relationship(back_populates="experiment", cascade="all, delete-orphan",
                                              order_by="Run.id")
 
@@ -162,6 +160,7 @@ class Job(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str | None] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)

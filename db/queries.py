@@ -1,4 +1,5 @@
-"""Reads that pages, the CLI and tests share: a stored run as one plain dict, run listings and their tags."""
+"""Reads that pages, the CLI and tests share: a stored run as one plain dict, run listings and their tags,
+experiments' outputs and states."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from core.errors import UserError
-from db.models import Condition, Experiment, Item, Output, Run, Tag
+from db.models import Condition, Experiment, Item, Job, Output, Run, Tag
 
 # An experiment keeps its original prompts' outputs in a baseline run of their own, one per model and
 # seed, whose compressor is this; every compressed run of the same model and seed compares against it.
@@ -38,6 +39,31 @@ def condition_texts(session: Session, run_id: int, condition: str) -> dict[str, 
                            .join(Output, Output.condition_id == Condition.id)
                            .where(Item.run_id == run_id, Condition.name == condition))
     return dict(rows.all())
+
+
+def experiment_states(session: Session, experiment_ids) -> dict[int, dict]:
+    """Status, error, message and progress of each experiment: its latest job's. An experiment run
+    without a job (a library call) is "done" once every unit is stored, else "not started" or "incomplete"."""
+    ids = list(experiment_ids)
+    latest = (select(Job.experiment_id, func.max(Job.id).label("job_id"))
+              .where(Job.experiment_id.in_(ids)).group_by(Job.experiment_id).subquery())
+    jobs = {job.experiment_id: job for job in session.scalars(select(Job).join(latest, latest.c.job_id == Job.id))}
+    done = dict(session.execute(
+        select(Run.experiment_id, func.count(Output.id))
+        .join(Item, Item.run_id == Run.id).join(Condition, Condition.item_id == Item.id)
+        .join(Output, Output.condition_id == Condition.id)
+        .where(Run.experiment_id.in_(ids)).group_by(Run.experiment_id)).all())
+    states = {}
+    for experiment in session.scalars(select(Experiment).where(Experiment.id.in_(ids))):
+        stored, job = done.get(experiment.id, 0), jobs.get(experiment.id)
+        if job is not None:
+            status = job.status
+        else:
+            status = "done" if stored >= experiment.total_units else "incomplete" if stored else "not started"
+        states[experiment.id] = {"status": status, "done": stored, "total": experiment.total_units,
+                                 "error": job.error if job else None, "message": job.message if job else "",
+                                 "job_id": job.id if job else None, "finished_at": job.finished_at if job else None}
+    return states
 
 
 def is_baseline_row(row: dict) -> bool:

@@ -14,7 +14,8 @@ from core.experiments import CONDITIONS, Plan, cancel, published_study
 from core.llada.sampler import PRESETS
 from core.service import default_model, default_source
 from core.worker import submit_experiment
-from db.models import Experiment, Job
+from db.models import Experiment
+from db.queries import experiment_states
 from db.session import session_scope
 from pages.shared import db_url, get_worker
 
@@ -126,11 +127,8 @@ if st.button("Queue experiment", type="primary"):
 def experiment_list() -> None:
     with session_scope(db_url()) as session:
         experiments = session.scalars(select(Experiment).order_by(Experiment.id.desc()).limit(50)).all()
-        messages = {}
-        for job in session.scalars(select(Job).where(Job.kind == "experiment").order_by(Job.id)):
-            messages[job.params.get("experiment_id")] = job.message
-        rows = [{"id": e.id, "name": e.name, "status": e.status, "done": e.done_units, "total": e.total_units,
-                 "error": e.error, "message": messages.get(e.id, ""), "plan": e.plan} for e in experiments]
+        states = experiment_states(session, [e.id for e in experiments])
+        rows = [{"id": e.id, "name": e.name, "plan": e.plan, **states[e.id]} for e in experiments]
     if not rows:
         st.info("No experiments yet.")
         return

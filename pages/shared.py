@@ -13,7 +13,7 @@ from core import paths, render
 from core.llada.sampler import SamplerParams
 from core.worker import Worker, in_process_worker
 from db.models import Experiment
-from db.queries import item_view, run_view
+from db.queries import experiment_states, item_view, run_view
 from db.session import session_scope
 
 
@@ -39,8 +39,10 @@ def get_worker() -> Worker:
 def experiment_labels() -> dict[int, str]:
     """Every stored experiment, newest first, as the pickers show it."""
     with session_scope(db_url()) as session:
-        return {e.id: f"#{e.id} {e.name} ({e.status}, {e.done_units}/{e.total_units})"
-                for e in session.scalars(select(Experiment).order_by(Experiment.id.desc()))}
+        experiments = session.scalars(select(Experiment).order_by(Experiment.id.desc())).all()
+        states = experiment_states(session, [e.id for e in experiments])
+        return {e.id: f"#{e.id} {e.name} ({states[e.id]['status']}, {states[e.id]['done']}/{e.total_units})"
+                for e in experiments}
 
 
 def load_view(run_id: int) -> dict | None:

@@ -8,7 +8,7 @@ from db.session import get_engine, migrate, schema_version, session_scope
 
 
 def test_new_database_is_at_the_latest_schema(db_url):
-    assert schema_version(db_url) == MIGRATIONS[-1][0] == 6
+    assert schema_version(db_url) == MIGRATIONS[-1][0] == 7
     tables = set(inspect(get_engine(db_url)).get_table_names())
     assert {"runs", "items", "conditions", "outputs", "metrics", "jobs", "experiments", "schema_migrations"} <= tables
 
@@ -154,3 +154,38 @@ def test_a_version_4_database_made_before_unblinded_review_gets_the_blind_column
     with session_scope(url) as session:
         task = session.scalars(select(models.ReviewTask)).one()
         assert task.name == "old task" and task.blind is True
+
+
+def test_a_version_6_database_keeps_each_experiments_status_on_its_jobs(tmp_path):
+    """Before step 7 an experiment kept its own status: a cancelled one whose job said "done", one run
+    from the command line with no job, and a queued one; each reads the same after the upgrade."""
+    from sqlalchemy import create_engine
+
+    from db.migrations import MIGRATIONS as STEPS
+    from db.queries import experiment_states
+
+    url = f"sqlite:///{tmp_path / 'v6.db'}"
+    old = create_engine(url)
+    models.SchemaMigration.__table__.create(old)
+    for number, name, step in STEPS[:6]:
+        step(old)
+        with old.begin() as conn:
+            conn.execute(models.SchemaMigration.__table__.insert().values(version=number, name=name))
+    with old.begin() as conn:
+        for number, (status, error) in enumerate([("cancelled", None), ("failed", "out of memory"), ("queued", None)],
+                                                 start=1):
+            conn.execute(text("INSERT INTO experiments (id, name, plan, status, total_units, done_units, error, "
+                              "created_at) VALUES (:id, 'e', '{}', :status, 10, 4, :error, '2026-11-20 10:00:00')"),
+                         {"id": number, "status": status, "error": error})
+        for experiment_id, status in ((1, "done"), (3, "queued")):
+            conn.execute(text("INSERT INTO jobs (kind, params, status, progress, message, created_at) VALUES "
+                              "('experiment', :params, :status, 0, '', '2026-11-20 10:00:00')"),
+                         {"params": f'{{"experiment_id": {experiment_id}}}', "status": status})
+    old.dispose()
+    with session_scope(url) as session:
+        states = experiment_states(session, [1, 2, 3])
+        assert [states[i]["status"] for i in (1, 2, 3)] == ["cancelled", "failed", "queued"]
+        assert states[2]["error"] == "out of memory"
+        assert {j.experiment_id: j.params for j in session.scalars(select(models.Job))} == {1: {}, 2: {}, 3: {}}
+    assert not {"status", "done_units", "error", "finished_at"} & {
+        c["name"] for c in inspect(get_engine(url)).get_columns("experiments")}

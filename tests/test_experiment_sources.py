@@ -15,6 +15,7 @@ from core.experiments import Plan, Runner, find_or_create, sample_prompts
 from core.llada.sampler import PRESETS
 from core.service import ModelPool
 from db import models
+from db.queries import experiment_states
 from db.session import session_scope
 
 PAGE = Path(__file__).resolve().parents[1] / "pages" / "experiments.py"
@@ -195,7 +196,9 @@ def widget(widgets, label):
 
 def stored_experiments(url):
     with session_scope(url) as session:
-        return [(e.plan, e.status) for e in session.scalars(select(models.Experiment).order_by(models.Experiment.id))]
+        experiments = session.scalars(select(models.Experiment).order_by(models.Experiment.id)).all()
+        states = experiment_states(session, [e.id for e in experiments])
+        return [(e.plan, states[e.id]["status"]) for e in experiments]
 
 
 def test_experiments_page_queues_an_upload_with_per_task_settings(page_env):

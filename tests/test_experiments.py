@@ -13,7 +13,9 @@ from sqlalchemy import func, select
 
 from core.__main__ import main
 from core.errors import UserError
-from core.experiments import CONDITIONS, NO_COMPRESSION, Plan, Runner, cancel, expand, find_or_create, total_units
+from core.experiments import (CONDITIONS, NO_COMPRESSION, Plan, Runner, cancel, expand, experiment_summary,
+                              find_or_create, total_units)
+from core.worker import Worker, job_state, submit_experiment
 from core.service import ModelPool
 from db import models
 from db.queries import OUTPUT_COLUMNS
@@ -137,13 +139,24 @@ def test_killed_experiment_resumes_without_duplicates_or_losses(tiny_plan, tiny_
 
 def test_cancel_stops_between_batches_and_a_rerun_finishes(tiny_plan, tiny_checkpoint, db_url):
     plan = tiny_plan(tiny_checkpoint)
-    experiment_id = find_or_create(plan, db_url)
-    summary = Runner(experiment_id, ModelPool("cpu"), db_url, lambda f, m: cancel(db_url, experiment_id)).run()
+    experiment_id, job_id = submit_experiment(db_url, plan)
+    worker = Worker(db_url, ModelPool("cpu"), echo=lambda f, m: cancel(db_url, experiment_id))
+    assert worker.run_once()
+    summary = experiment_summary(db_url, experiment_id)
     assert summary["status"] == "cancelled" and 0 < summary["outputs"] < summary["total_units"]
-    assert Runner(experiment_id, ModelPool("cpu"), db_url).run()["outputs"] == summary["outputs"]  # stays cancelled
-    assert find_or_create(plan, db_url) == experiment_id  # submitting the plan again reopens it
-    resumed = Runner(experiment_id, ModelPool("cpu"), db_url).run()
+    assert not worker.run_once() and job_state(db_url, job_id)["status"] == "cancelled"  # stays cancelled
+    assert submit_experiment(db_url, plan) == (experiment_id, job_id + 1)  # submitting the plan again reopens it
+    assert Worker(db_url, ModelPool("cpu")).run_once()
+    resumed = experiment_summary(db_url, experiment_id)
     assert resumed["status"] == "done" and resumed["outputs"] == resumed["total_units"]
+    assert submit_experiment(db_url, plan) == (experiment_id, job_id + 2)  # a finished one reruns as a new job
+    cancel(db_url, experiment_id)
+    assert not Worker(db_url, ModelPool("cpu")).run_once()  # a job cancelled in the queue never starts
+
+
+def test_an_experiment_queued_twice_keeps_one_job(tiny_plan, tiny_checkpoint, db_url):
+    plan = tiny_plan(tiny_checkpoint)
+    assert submit_experiment(db_url, plan) == submit_experiment(db_url, plan) == (1, 1)
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def add_playground_run(session, compressor="random", ratio=2.0, achieved=2.0, mo
 def add_experiment(session, name, scores, model="m") -> int:
     """``scores``: {(condition, source_id): {metric@reference: value}}. Originals go to a baseline run
     (compressor none, ratio 1), the other conditions to one run at random 2x, as the experiment runner stores them."""
-    experiment = models.Experiment(name=name, plan={}, status="done")
+    experiment = models.Experiment(name=name, plan={})
     runs: dict[str, models.Run] = {}
     items: dict[tuple[str, str], models.Item] = {}
     for (condition, source_id), metrics in scores.items():
@@ -102,9 +102,9 @@ def test_migration_3_adds_tags_to_a_version_2_database(tmp_path):
     assert "tags" not in inspect(engine).get_table_names()
     engine.dispose()
 
-    assert schema_version(url) == MIGRATIONS[-1][0] == 6  # opening it migrates
+    assert schema_version(url) == MIGRATIONS[-1][0] == 7  # opening it migrates
     migrate(get_engine(url))  # a second pass changes nothing
-    assert schema_version(url) == 6
+    assert schema_version(url) == 7
     unique = inspect(get_engine(url)).get_unique_constraints("tags")
     assert [c["column_names"] for c in unique] == [["run_id", "name"]]
     with session_scope(url) as session:

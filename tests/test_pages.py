@@ -11,7 +11,7 @@ from core.render import md_escape
 from core.worker import job_state
 from core.llada.sampler import PRESETS
 from db.models import Experiment, Job
-from db.queries import run_count
+from db.queries import experiment_states, run_count
 from db.migrations import MIGRATIONS
 from db.session import session_scope
 
@@ -211,7 +211,7 @@ def test_experiments_page_queues_a_plan_and_follows_it(page_env, tiny_checkpoint
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         with session_scope(page_env) as session:
-            if session.get(Experiment, 1).status == "done":
+            if experiment_states(session, [1])[1]["status"] == "done":
                 break
         time.sleep(0.5)
     at.run()

@@ -47,7 +47,7 @@ def add_experiment(db_url, n_prompts=4, configs=(("random", 2.0), ("truncate", 3
     """A finished math experiment stored as the runner stores it: originals in a baseline run (compressor none),
     each compressor and ratio in a run of its own. Returns its id and every output text by
     (compressor, ratio, source_id, condition); the texts never name a condition or a compressor."""
-    experiment = models.Experiment(name="study", plan={}, status="done")
+    experiment = models.Experiment(name="study", plan={})
     texts = {}
     baseline = stored_run("none", 1.0)
     for i in range(n_prompts):
@@ -111,13 +111,13 @@ def test_migration_4_adds_review_tables_to_a_version_3_database(tmp_path):
     metadata.create_all(engine, tables=[t for t in metadata.sorted_tables if not t.name.startswith("review_")])
     with Session(engine) as session:
         session.add_all(models.SchemaMigration(version=v, name=name) for v, name, _ in MIGRATIONS[:3])
-        session.add(models.Experiment(name="kept", plan={"n_prompts": 3}, status="done"))
+        session.add(models.Experiment(name="kept", plan={"n_prompts": 3}))
         session.commit()
     engine.dispose()
 
-    assert schema_version(url) == MIGRATIONS[-1][0] == 6  # opening it migrates
+    assert schema_version(url) == MIGRATIONS[-1][0] == 7  # opening it migrates
     migrate(get_engine(url))  # a second pass changes nothing
-    assert schema_version(url) == 6
+    assert schema_version(url) == 7
     inspector = inspect(get_engine(url))
     assert {"review_tasks", "review_items", "review_labels"} <= set(inspector.get_table_names())
     unique = inspector.get_unique_constraints("review_labels")

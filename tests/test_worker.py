@@ -138,3 +138,43 @@ def test_the_server_worker_can_be_switched_off_for_a_worker_process(monkeypatch)
         worker_module.in_process_worker()
     monkeypatch.delenv("COMPRESSLENS_WORKER")
     assert worker_module.in_process_worker()
+
+
+def test_a_job_of_an_exited_process_on_this_host_is_requeued_at_once(tiny_checkpoint, db_url):
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    job_id = submit_compare(db_url, request(tiny_checkpoint))
+    with session_scope(db_url) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(
+            status="running", worker_id=f"{socket.gethostname()}:{gone.stdout.strip()}:a", heartbeat_at=utcnow()))
+    assert Worker(db_url, ModelPool("cpu")).requeue_interrupted() == 1
+    assert job_state(db_url, job_id)["status"] == "queued"
+
+
+def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_job_to_the_new_worker(db_url, monkeypatch):
+    slow = Worker(db_url, ModelPool("cpu"), heartbeat_seconds=0.05)
+    taken, wrote = threading.Event(), []
+
+    def stalls_then_reports(w, job, progress):
+        assert taken.wait(5)
+        time.sleep(0.2)  # a beat finds the job gone
+        progress(0.5, "half way")
+        wrote.append("results")  # never reached: a lost job writes nothing more
+        return {"status": "done"}
+
+    monkeypatch.setitem(worker_module.JOB_KINDS, "stall", stalls_then_reports)
+    with session_scope(db_url) as session:
+        session.add(Job(kind="stall", params={}, status="queued", message="Queued"))
+    runner = threading.Thread(target=slow.run_once)
+    runner.start()
+    time.sleep(0.1)
+    with session_scope(db_url) as session:  # what a requeue and another worker's claim do
+        session.execute(update(Job).where(Job.id == 1).values(worker_id="other:1:a", message="Starting"))
+    taken.set()
+    runner.join(5)
+    assert wrote == []
+    state = job_state(db_url, 1)
+    assert state["status"] == "running" and state["message"] == "Starting" and state["progress"] == 0.0
