@@ -19,7 +19,7 @@ import traceback
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 from core.errors import UserError
 from core.service import CompareRequest, ModelPool, Progress, compare
