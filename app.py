@@ -10,9 +10,10 @@ import torch
 
 from sqlalchemy.engine import make_url
 
-from core import demo, render, smol_diffusion
-from core.service import default_model
-from core.worker import in_process_worker
+from core import render
+from core.generation import demo, smol_diffusion
+from core.pipeline.service import default_model
+from core.pipeline.worker import in_process_worker
 from db.queries import run_count
 from db.session import schema_version, session_scope
 from pages.shared import db_url, get_worker

@@ -18,10 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import demo, mathgen  # noqa: E402
-from core.generator import LLaDAGenerator  # noqa: E402
+from core.data import mathgen  # noqa: E402
+from core.generation import demo  # noqa: E402
+from core.generation.generator import LLaDAGenerator  # noqa: E402
 from core.llada.sampler import PRESETS  # noqa: E402
-from core.math_eval import evaluate  # noqa: E402
+from core.pipeline.math_eval import evaluate  # noqa: E402
 
 
 def emit(**fields) -> None:

@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.experiments import Plan, Runner, find_or_create  # noqa: E402
-from core.service import ModelPool  # noqa: E402
+from core.pipeline.experiments import Plan, Runner, find_or_create  # noqa: E402
+from core.pipeline.service import ModelPool  # noqa: E402
 
 PLAN = {"name": "gsm8k-20x2x4", "source": "gsm8k", "n_prompts": 20, "ratios": [1.5, 2.0],
         "compressors": [{"name": "random", "params": {"seed": 0}}], "models": ["compresslens/math-demo"]}

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.generator import run_sampler  # noqa: E402
+from core.generation.generator import run_sampler  # noqa: E402
 from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402
 from core.llada.sampler import PRESETS, SamplerParams  # noqa: E402
 
@@ -127,9 +127,10 @@ def study(model: LLaDA, prompts_per_condition: int, batch: int, mode: str) -> No
 def demo_agreement(problems: int, batch: int) -> None:
     """Each mode against the reference on the demo model's held-out problems: accuracy, same final
     answer, token overlap, forward passes."""
-    from core import demo, mathgen
-    from core.generator import LLaDAGenerator
-    from core.metrics import extract_answer
+    from core.data import mathgen
+    from core.generation import demo
+    from core.generation.generator import LLaDAGenerator
+    from core.pipeline.metrics import extract_answer
 
     generator = LLaDAGenerator(str(demo.DEMO_DIR), "cuda")
     heldout = mathgen.generate(problems, "heldout", seed=0)

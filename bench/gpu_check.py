@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fast_sampler import random_8b  # noqa: E402
-from core.demo import build_tiny_checkpoint  # noqa: E402
-from core.generator import LLaDAGenerator  # noqa: E402
+from core.generation.demo import build_tiny_checkpoint  # noqa: E402
+from core.generation.generator import LLaDAGenerator  # noqa: E402
 from core.llada.sampler import SamplerParams, generate  # noqa: E402
 
 

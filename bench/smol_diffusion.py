@@ -6,7 +6,7 @@
     python bench/smol_diffusion.py --cpu-speed                          # load and answer times on this CPU
 
 Free-form math is bench/data/freeform_math.jsonl (written by hand, never trained on); GSM8K and
-CNN/DailyMail are their test splits; held-out word problems are core.wordproblems' held-out split.
+CNN/DailyMail are their test splits; held-out word problems are core.data.wordproblems' held-out split.
 Infill: sentences with 30% of their words replaced by as many masks as they had tokens.
 """
 
@@ -24,11 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import datasets, demo, smol_diffusion, wordproblems  # noqa: E402
-from core.generator import LLaDAGenerator  # noqa: E402
+from core.data import datasets, wordproblems  # noqa: E402
+from core.generation import demo, smol_diffusion  # noqa: E402
+from core.generation.generator import LLaDAGenerator  # noqa: E402
 from core.llada.sampler import PRESETS, SamplerParams, infill  # noqa: E402
-from core.math_eval import evaluate  # noqa: E402
-from core.metrics import extract_answer  # noqa: E402
+from core.pipeline.math_eval import evaluate  # noqa: E402
+from core.pipeline.metrics import extract_answer  # noqa: E402
 
 FREEFORM = Path(__file__).parent / "data" / "freeform_math.jsonl"
 PARENT = "smollm2-135m-instruct"
@@ -113,7 +114,7 @@ def infill_score(generator, name: str, sentences: list[str]) -> None:
 
 
 def run(args) -> None:
-    from core.ar import ARGenerator
+    from core.generation.ar import ARGenerator
 
     smol = LLaDAGenerator(smol_diffusion.resolve(args.model), args.device)
     models = [(args.name, smol)]
@@ -171,7 +172,7 @@ def run(args) -> None:
 
 
 def score(path: Path) -> None:
-    from core import metrics
+    from core.pipeline import metrics
 
     outputs = read_jsonl(path)
     backbone = metrics.default_backbone()
@@ -191,7 +192,7 @@ def cpu_speed(args) -> None:
     import subprocess
 
     code = ("import time, torch; torch.set_num_threads(2); t = time.perf_counter();"
-            "from core.generator import LLaDAGenerator; from core.smol_diffusion import SMOL_DIR;"
+            "from core.generation.generator import LLaDAGenerator; from core.generation.smol_diffusion import SMOL_DIR;"
             "LLaDAGenerator(str(SMOL_DIR), 'cpu'); print(time.perf_counter() - t)")
     for _ in range(2):
         seconds = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

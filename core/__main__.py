@@ -26,8 +26,8 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core.compressors import REGISTRY
     from core.llada.sampler import PRESETS
+    from core.pipeline.compressors import REGISTRY
 
     parser = argparse.ArgumentParser(prog="python -m core", description="CompressLens: prompt compression on LLaDA")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", action="store_true", help="print one JSON object")
 
     exp = sub.add_parser("experiment", help="run a plan headless; run it again to resume it")
-    exp.add_argument("--plan", required=True, help="JSON file with the plan (see core/experiments.py: Plan)")
+    exp.add_argument("--plan", required=True, help="JSON file with the plan (see core/pipeline/experiments.py: Plan)")
     exp.add_argument("--device")
     exp.add_argument("--db", help="SQLAlchemy URL")
     exp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -90,7 +90,7 @@ def read_prompt(args) -> str:
 
 def run_compare(args) -> int:
     from core import paths
-    from core.service import CompareRequest, ModelPool, compare
+    from core.pipeline.service import CompareRequest, ModelPool, compare
 
     gold = args.gold
     if gold is not None and "####" not in gold:
@@ -132,9 +132,9 @@ def print_human(view: dict) -> None:
 
 def run_experiment(args) -> int:
     from core import paths
-    from core.experiments import Plan, experiment_summary
-    from core.service import ModelPool
-    from core.worker import Worker, job_state, submit_experiment
+    from core.pipeline.experiments import Plan, experiment_summary
+    from core.pipeline.service import ModelPool
+    from core.pipeline.worker import Worker, job_state, submit_experiment
 
     try:
         with open(args.plan, encoding="utf-8") as f:
@@ -193,8 +193,8 @@ def run_export(args) -> int:
 
 def run_worker(args) -> int:
     from core import paths
-    from core.service import ModelPool
-    from core.worker import Worker
+    from core.pipeline.service import ModelPool
+    from core.pipeline.worker import Worker
 
     worker = Worker(args.db or paths.db_url(), ModelPool(args.device))
     print(f"worker serving {worker.db_url}; Ctrl-C stops it", file=sys.stderr)

@@ -93,7 +93,7 @@ def metrics_rows(view: dict) -> list[dict]:
         ("original", "reference_summary"): "original output vs reference summary",
         ("compressed", "reference_summary"): "compressed output vs reference summary",
     }
-    from core.metrics import METRIC_LABELS
+    from core.pipeline.metrics import METRIC_LABELS
 
     rows = []
     for condition, tables in view["metrics"].items():

@@ -169,14 +169,14 @@ class Job(Base):
 
 
 class ReviewTask(Base):
-    """Pairs of stored texts sampled for annotators to judge blind (see core.review)."""
+    """Pairs of stored texts sampled for annotators to judge blind (see core.evaluation.review)."""
 
     __tablename__ = "review_tasks"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     experiment_ids: Mapped[list] = mapped_column(JSON)
-    pair: Mapped[str] = mapped_column(String(80))  # a key of core.review.PAIRS
+    pair: Mapped[str] = mapped_column(String(80))  # a key of core.evaluation.review.PAIRS
     n_items: Mapped[int] = mapped_column(Integer)  # asked for; the task may hold fewer when candidates ran out
     annotators_per_item: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)
@@ -213,7 +213,7 @@ class ReviewLabel(Base):
     preference: Mapped[str] = mapped_column(String(20))  # first | second | tie | both_bad
     faithfulness_first: Mapped[int] = mapped_column(Integer)  # 1-5
     faithfulness_second: Mapped[int] = mapped_column(Integer)
-    tags: Mapped[list] = mapped_column(JSON, default=list)  # keys of core.review.ERROR_TAGS
+    tags: Mapped[list] = mapped_column(JSON, default=list)  # keys of core.evaluation.review.ERROR_TAGS
     comment: Mapped[str] = mapped_column(Text, default="")
     a_is_first: Mapped[bool] = mapped_column(Boolean)  # the order the annotator saw, for audit
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -8,12 +8,13 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import select
 
-from core import compressors, datasets
+from core.data import datasets
 from core.errors import UserError
-from core.experiments import CONDITIONS, Plan, cancel, published_study
 from core.llada.sampler import PRESETS
-from core.service import default_model, default_source
-from core.worker import submit_experiment
+from core.pipeline import compressors
+from core.pipeline.experiments import CONDITIONS, Plan, cancel, published_study
+from core.pipeline.service import default_model, default_source
+from core.pipeline.worker import submit_experiment
 from db.models import Experiment
 from db.queries import experiment_states
 from db.session import session_scope

@@ -9,8 +9,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import analysis
 from core.errors import UserError
+from core.evaluation import analysis
 from core.render import md_escape
 from db.models import Item, Run
 from db.queries import (RUN_SORTS, TAG_MAX_CHARS, delete_run, distinct_tags, distinct_values, normalise_tags,

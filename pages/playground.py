@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import compressors, datasets, demo, metrics, render
-from core.ar import PACKAGED_SMOLLM2
+from core import render
+from core.data import datasets
 from core.errors import UserError
+from core.generation import demo
+from core.generation.ar import PACKAGED_SMOLLM2
 from core.llada.loader import available_locally
 from core.llada.sampler import CACHES, MODES, PRESETS, REMASKING, SamplerParams
-from core.service import CompareRequest, default_model, default_preset, default_source
-from core.worker import job_state, submit_compare
+from core.pipeline import compressors, metrics
+from core.pipeline.service import CompareRequest, default_model, default_preset, default_source
+from core.pipeline.worker import job_state, submit_compare
 from pages.shared import db_url, get_worker, load_view, show_run
 
 st.title("Playground")

@@ -7,7 +7,7 @@ import json
 import plotly.express as px
 import streamlit as st
 
-from core import analysis
+from core.evaluation import analysis
 from pages.shared import db_url, experiment_labels, load_item_view, show_run
 
 st.title("Results")

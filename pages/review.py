@@ -7,9 +7,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import review
 from core.errors import UserError
-from core.metrics import METRIC_LABELS
+from core.evaluation import review
+from core.pipeline.metrics import METRIC_LABELS
 from core.render import md_escape, text_html
 from pages.shared import db_url, experiment_labels
 

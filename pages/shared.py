@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from core import paths, render
 from core.llada.sampler import SamplerParams
-from core.worker import Worker, in_process_worker
+from core.pipeline.worker import Worker, in_process_worker
 from db.models import Experiment
 from db.queries import experiment_states, item_view, run_view
 from db.session import session_scope

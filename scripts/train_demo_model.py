@@ -24,13 +24,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import mathgen  # noqa: E402
-from core.generator import LLaDAGenerator  # noqa: E402
+from core.data import mathgen  # noqa: E402
+from core.generation.generator import LLaDAGenerator  # noqa: E402
 from core.llada.loader import save_llada  # noqa: E402
 from core.llada.model import LLaDA, LLaDAConfig, init_weights  # noqa: E402
 from core.llada.sampler import SamplerParams  # noqa: E402
 from core.llada.tokenizer import EOS, MASK, build_bpe_tokenizer, fallback_chat_prompt  # noqa: E402
-from core.math_eval import evaluate  # noqa: E402
+from core.pipeline.math_eval import evaluate  # noqa: E402
 
 EPS = 1e-3  # smallest masking probability, as in LLaDA's training code
 

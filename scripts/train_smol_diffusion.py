@@ -13,7 +13,7 @@ whole sequences masked anywhere, prompt included, so the model fills masks insid
 What trains: LoRA factors on every projection, the RMSNorm weights and the mask token's embedding
 row (the head is tied, so the row is its output row too); everything else stays the base.
 
-Data (training sets only; nothing that evaluation reads): word problems from core.wordproblems
+Data (training sets only; nothing that evaluation reads): word problems from core.data.wordproblems
 (train split), GSM8K train with its calculator notes as equation chains, Dolly open-QA and
 OpenAssistant pairs, CNN/DailyMail validation articles with their highlights, and prompts
 compressed by random word drop with the instruction to restore them.
@@ -42,7 +42,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import datasets, paths, smol_diffusion, wordproblems  # noqa: E402
+from core import paths  # noqa: E402
+from core.data import datasets, wordproblems  # noqa: E402
+from core.generation import smol_diffusion  # noqa: E402
 from core.llada.gguf_llama import read_llama_gguf  # noqa: E402
 from core.llada.loader import load_tokenizer, raw_config  # noqa: E402
 from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402

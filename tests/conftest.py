@@ -38,7 +38,7 @@ def db_url(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A sharded tiny LLaDA checkpoint with an index json and a tokenizer carrying LLaDA's special tokens."""
-    from core.demo import build_tiny_checkpoint
+    from core.generation.demo import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llada"), max_shard_bytes=40_000, seed=1)
 
@@ -46,7 +46,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_plan():
     """A factory of small experiment plans on a given model: 3 GSM8K prompts, random drop at two ratios."""
-    from core.experiments import Plan
+    from core.pipeline.experiments import Plan
 
     def make(model, **kw):
         values = dict(name="tiny", source="gsm8k", n_prompts=3, compressors=[{"name": "random", "params": {"seed": 1}}],

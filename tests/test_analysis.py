@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from core import analysis
-from core.experiments import Runner, find_or_create
-from core.service import ModelPool
+from core.evaluation import analysis
+from core.pipeline.experiments import Runner, find_or_create
+from core.pipeline.service import ModelPool
 
 
 def synthetic():

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from core.ar import PACKAGED_SMOLLM2, ARGenerator, is_autoregressive
 from core.errors import UserError
+from core.generation.ar import PACKAGED_SMOLLM2, ARGenerator, is_autoregressive
 from core.llada.sampler import SamplerParams
-from core.service import CompareRequest, ModelPool, compare
+from core.pipeline.service import CompareRequest, ModelPool, compare
 
 SHORT = SamplerParams(gen_length=24, steps=24, block_length=24)
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from core.__main__ import main
-from core.demo import build_tiny_checkpoint
+from core.generation.demo import build_tiny_checkpoint
 from db.queries import run_count
 from db.session import session_scope
 

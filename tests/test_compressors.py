@@ -4,10 +4,11 @@ import statistics
 import pytest
 import torch
 
-from core import demo, paths
-from core.compressors import LLMLingua2, align_words, get_compressor, llmlingua2_model_dir
+from core import paths
 from core.errors import UserError
+from core.generation import demo
 from core.llada.loader import load_tokenizer
+from core.pipeline.compressors import LLMLingua2, align_words, get_compressor, llmlingua2_model_dir
 
 
 @pytest.fixture(scope="module")

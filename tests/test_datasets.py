@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from core import datasets
+from core.data import datasets
 from core.errors import UserError
 
 

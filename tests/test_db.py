@@ -78,8 +78,8 @@ def test_history_filters_flips_and_dates_and_deletes(tiny_checkpoint, db_url, ca
 
 def test_history_choices_come_from_playground_runs_only(tiny_plan, tiny_checkpoint, db_url, capsys):
     from core.__main__ import main
-    from core.experiments import Runner, find_or_create
-    from core.service import ModelPool
+    from core.pipeline.experiments import Runner, find_or_create
+    from core.pipeline.service import ModelPool
     from db.queries import distinct_values
     
     Runner(find_or_create(tiny_plan(tiny_checkpoint), db_url), ModelPool("cpu"), db_url).run()

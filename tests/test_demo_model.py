@@ -7,13 +7,14 @@ import sys
 import pytest
 import torch
 
-from core import demo, mathgen
-from core.generator import LLaDAGenerator
+from core.data import mathgen
+from core.generation import demo
+from core.generation.generator import LLaDAGenerator
 from core.llada.loader import INDEX_FILE, load_llada
 from core.llada.model import LLaDA
 from core.llada.sampler import PRESETS
-from core.math_eval import evaluate
-from core.service import CompareRequest, default_model, default_preset, default_source
+from core.pipeline.math_eval import evaluate
+from core.pipeline.service import CompareRequest, default_model, default_preset, default_source
 
 SAMPLE = 60
 
@@ -65,7 +66,7 @@ def test_demo_checkpoint_is_a_hub_layout_small_enough_to_ship():
 
 def test_without_the_smollm2_package_the_demo_model_is_the_offline_default_and_says_so(monkeypatch):
     monkeypatch.delenv("COMPRESSLENS_MODEL", raising=False)
-    monkeypatch.setattr("core.smol_diffusion.installed", lambda: False)
+    monkeypatch.setattr("core.generation.smol_diffusion.installed", lambda: False)
     assert not torch.cuda.is_available()
     assert default_model() == demo.DEMO_ID and default_preset(demo.DEMO_ID) == "small"
     assert CompareRequest(prompt="x").sampler_params() == PRESETS["small"][1]
@@ -81,8 +82,8 @@ def demo_generator():
 
 def test_demo_model_loads_in_a_fresh_process_and_answers_in_its_preset_length(demo_generator):
     """Its load and answer times are figures of bench/demo_model.py, not assertions: they depend on the machine."""
-    code = ("import torch; torch.set_num_threads(2); from core.generator import LLaDAGenerator;"
-            "from core.demo import DEMO_DIR; print(LLaDAGenerator(str(DEMO_DIR), 'cpu').info.parameters)")
+    code = ("import torch; torch.set_num_threads(2); from core.generation.generator import LLaDAGenerator;"
+            "from core.generation.demo import DEMO_DIR; print(LLaDAGenerator(str(DEMO_DIR), 'cpu').info.parameters)")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              cwd=str(demo.DEMO_DIR.parents[1])).stdout.strip()
     assert int(printed) == demo.parameter_count()

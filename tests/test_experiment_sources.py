@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from core import datasets
+from core.data import datasets
 from core.errors import UserError
-from core.experiments import Plan, Runner, find_or_create, sample_prompts
 from core.llada.sampler import PRESETS
-from core.service import ModelPool
+from core.pipeline.experiments import Plan, Runner, find_or_create, sample_prompts
+from core.pipeline.service import ModelPool
 from db import models
 from db.queries import experiment_states
 from db.session import session_scope
@@ -255,7 +255,7 @@ def test_experiments_page_refuses_a_missing_duc_folder(page_env, tmp_path):
 
 
 def test_missing_table_cells_are_absent_not_the_text_none():
-    from core.datasets import from_table
+    from core.data.datasets import from_table
 
     data = b'{"q": "Add 2 and 3.", "a": "5", "ref": "five"}\n{"q": "Add 1 and 1."}\n'
     first, second = from_table(data, "own.jsonl", "q", task="math", gold_column="a", reference_column="ref")

@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 
 from core.__main__ import main
 from core.errors import UserError
-from core.experiments import (CONDITIONS, NO_COMPRESSION, Plan, Runner, cancel, expand, experiment_summary,
+from core.pipeline.experiments import (CONDITIONS, NO_COMPRESSION, Plan, Runner, cancel, expand, experiment_summary,
                               find_or_create, total_units)
-from core.worker import Worker, job_state, submit_experiment
-from core.service import ModelPool
+from core.pipeline.service import ModelPool
+from core.pipeline.worker import Worker, job_state, submit_experiment
 from db import models
 from db.queries import OUTPUT_COLUMNS
 from db.session import session_scope
@@ -176,7 +176,7 @@ def test_study_shape_on_the_demo_model(db_url):
 
 
 def test_several_sources_and_the_published_study_preset():
-    from core.experiments import published_study, sample_prompts
+    from core.pipeline.experiments import published_study, sample_prompts
 
     plan = Plan.from_dict({"source": ["gsm8k", "cnndm", "sharegpt"], "n_prompts": 4, "compressors": [],
                            "conditions": ["original"], "models": ["compresslens/math-demo"]})

@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from core import demo, mathgen
-from core.generator import LLaDAGenerator
+from core.data import mathgen
+from core.generation import demo
+from core.generation.generator import LLaDAGenerator
 from core.llada import fast, sampler
 from core.llada.loader import load_llada, load_tokenizer
 from core.llada.sampler import PRESETS, SamplerParams
 from core.llada.tokenizer import EOS, EOT, MASK, chat_prompt
-from core.math_eval import evaluate
+from core.pipeline.math_eval import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def setup(request, tiny_checkpoint, gqa_checkpoint, shifted_checkpoint):
 
 
 def batch(encoded, ids, rows):
-    from core.generator import left_pad
+    from core.generation.generator import left_pad
 
     chosen = [encoded[r] for r in rows]
     prompt, mask = left_pad(chosen, ids["eos_id"])
@@ -174,8 +175,8 @@ def test_cli_and_experiments_use_the_modes_through_the_sampler_settings(tiny_che
     import json
 
     from core.__main__ import main
-    from core.experiments import Plan, Runner, find_or_create
-    from core.service import ModelPool
+    from core.pipeline.experiments import Plan, Runner, find_or_create
+    from core.pipeline.service import ModelPool
     from db import models
     from db.session import session_scope
 

@@ -10,10 +10,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from streamlit.testing.v1 import AppTest
 
-from core import analysis
 from core.errors import UserError
+from core.evaluation import analysis
+from core.evaluation.stats import unpaired_bootstrap
 from core.render import md_escape
-from core.stats import unpaired_bootstrap
 from db import models
 from db.queries import delete_run, distinct_tags, run_summaries, set_tags
 from db.migrations import MIGRATIONS

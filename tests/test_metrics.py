@@ -1,6 +1,7 @@
 import pytest
 
-from core import metrics, render
+from core import render
+from core.pipeline import metrics
 
 
 def test_exact_match_is_total_on_gsm8k_gold_against_itself(gsm8k_questions):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.demo import build_tiny_checkpoint
+from core.generation.demo import build_tiny_checkpoint
 from core.llada.loader import INDEX_FILE, CheckpointError, load_llada, read_config, resolve_model_dir
 from core.llada.model import LLaDA, LLaDAConfig, init_weights
 

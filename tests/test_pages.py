@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.compressors import REGISTRY
-from core.datasets import SOURCES, TASK_INSTRUCTIONS
-from core.render import md_escape
-from core.worker import job_state
+from core.data.datasets import SOURCES, TASK_INSTRUCTIONS
 from core.llada.sampler import PRESETS
+from core.pipeline.compressors import REGISTRY
+from core.pipeline.worker import job_state
+from core.render import md_escape
 from db.models import Experiment, Job
 from db.queries import experiment_states, run_count
 from db.migrations import MIGRATIONS
@@ -143,8 +143,8 @@ def test_history_lists_and_reopens_runs(page_env):
 
 
 def test_with_the_server_worker_off_jobs_wait_for_a_worker_process_and_the_sidebar_says_so(page_env, monkeypatch):
-    from core.service import CompareRequest
-    from core.worker import Worker, submit_compare
+    from core.pipeline.service import CompareRequest
+    from core.pipeline.worker import Worker, submit_compare
 
     monkeypatch.setenv("COMPRESSLENS_WORKER", "off")
     job_id = submit_compare(page_env, CompareRequest(prompt="Tom has 3 apples.", compressor="random"))
@@ -224,8 +224,8 @@ def test_experiments_page_queues_a_plan_and_follows_it(page_env, tiny_checkpoint
 
 
 def test_results_page_shows_curves_tables_and_tests(tiny_plan, page_env, tiny_checkpoint):
-    from core.experiments import Runner, find_or_create
-    from core.service import ModelPool
+    from core.pipeline.experiments import Runner, find_or_create
+    from core.pipeline.service import ModelPool
     
     at = AppTest.from_file(str(PAGES / "results.py"), default_timeout=120)
     at.run()

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import analysis
-from core.experiments import Runner, find_or_create
-from core.service import ModelPool
+from core.evaluation import analysis
+from core.pipeline.experiments import Runner, find_or_create
+from core.pipeline.service import ModelPool
 from db.queries import item_view
 from db.session import session_scope
 

@@ -11,10 +11,10 @@ from sqlalchemy import create_engine, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import review
+from core.data.datasets import RECONSTRUCT_INSTRUCTION
 from core.errors import UserError
-from core.datasets import RECONSTRUCT_INSTRUCTION
-from core.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
+from core.evaluation import review
+from core.evaluation.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
 from db import models
 from db.migrations import MIGRATIONS
 from db.session import get_engine, migrate, schema_version, session_scope

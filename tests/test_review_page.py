@@ -10,9 +10,9 @@ import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from core import review
-from core.experiments import Runner, find_or_create
-from core.service import ModelPool
+from core.evaluation import review
+from core.pipeline.experiments import Runner, find_or_create
+from core.pipeline.service import ModelPool
 from db.models import ReviewLabel, ReviewTask
 from db.session import session_scope
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.generator import LLaDAGenerator
+from core.generation.generator import LLaDAGenerator
 from core.llada.loader import load_llada, load_tokenizer
 from core.llada.sampler import PRESETS, SamplerParams, forward_logits, generate, get_num_transfer_tokens, infill
 from core.llada.tokenizer import CHAT_TEMPLATE, EOS, EOT, MASK, chat_prompt, fallback_chat_prompt
@@ -225,7 +225,7 @@ def test_params_validation_and_presets():
 
 
 def test_chat_template_and_builtin_fallback_agree(tiny_checkpoint, tmp_path):
-    from core.demo import build_tiny_checkpoint
+    from core.generation.demo import build_tiny_checkpoint
 
     with_template = load_tokenizer(tiny_checkpoint)
     assert with_template.chat_template == CHAT_TEMPLATE

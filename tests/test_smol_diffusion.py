@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core import paths, smol_diffusion
+from core import paths
 from core.errors import UserError
+from core.generation import smol_diffusion
 from core.llada.gguf_llama import GGUF, read_llama_gguf, unpermute
 from core.llada.loader import CheckpointError, load_llada, load_tokenizer
 from core.llada.tokenizer import chat_prompt
@@ -206,7 +207,7 @@ def test_training_rows_are_the_tokenizer_chat_template_and_answers_end_with_the_
 
 @pytest.fixture(scope="module")
 def smol():
-    from core.generator import LLaDAGenerator
+    from core.generation.generator import LLaDAGenerator
 
     return LLaDAGenerator(str(smol_diffusion.SMOL_DIR), "cpu")
 
@@ -227,7 +228,7 @@ def test_a_handful_of_free_form_problems_are_solved_and_dropping_words_loses_the
     """Direction, not time: the first five hand-written problems (it solves two of them on this CPU)
     and the same problems with half their words dropped at random."""
     from core.llada.sampler import PRESETS
-    from core.math_eval import evaluate
+    from core.pipeline.math_eval import evaluate
 
     rows = [json.loads(line) for line in (ROOT / "bench" / "data" / "freeform_math.jsonl").read_text().splitlines()][:5]
     questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
@@ -240,18 +241,18 @@ def test_a_handful_of_free_form_problems_are_solved_and_dropping_words_loses_the
 
 def test_it_is_the_offline_default_with_its_own_preset_and_a_source_it_answers_part_of(monkeypatch):
     from core.llada.sampler import PRESETS
-    from core.service import CompareRequest, default_model, default_source
+    from core.pipeline.service import CompareRequest, default_model, default_source
 
     monkeypatch.delenv("COMPRESSLENS_MODEL", raising=False)
     assert not torch.cuda.is_available() and smol_diffusion.installed()
     assert default_model() == smol_diffusion.SMOL_ID and default_source(smol_diffusion.SMOL_ID) == "wordproblems"
     assert CompareRequest(prompt="x").sampler_params() == PRESETS["smol-fast"][1]
-    monkeypatch.setattr("core.smol_diffusion.package_folder", lambda package: None)
+    monkeypatch.setattr("core.generation.smol_diffusion.package_folder", lambda package: None)
     assert not smol_diffusion.installed()
 
 
 def test_its_held_out_word_problems_are_a_prompt_source_disjoint_from_its_training_split():
-    from core import datasets, wordproblems
+    from core.data import datasets, wordproblems
 
     held_out = datasets.load_source("wordproblems")
     assert len(held_out) == 500 and {s.task for s in held_out} == {"math"}
@@ -261,10 +262,10 @@ def test_its_held_out_word_problems_are_a_prompt_source_disjoint_from_its_traini
 
 
 def test_the_engine_knows_the_shipped_model_by_its_id_and_says_what_it_is(smol, monkeypatch):
-    from core.service import ModelPool, default_preset
+    from core.pipeline.service import ModelPool, default_preset
 
     paths = []
-    monkeypatch.setattr("core.service.LLaDAGenerator", lambda path, device: paths.append(path) or smol)
+    monkeypatch.setattr("core.pipeline.service.LLaDAGenerator", lambda path, device: paths.append(path) or smol)
     generator = ModelPool("cpu").generator(smol_diffusion.SMOL_ID)
     assert paths == [str(smol_diffusion.SMOL_DIR)]
     assert generator.info.model_id == smol_diffusion.SMOL_ID

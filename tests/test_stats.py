@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from core.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread
+from core.evaluation.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread
 
 
 def pairs(both, only_a, only_b, neither):

@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from core import wordproblems
-from core.wordproblems import NAME_SET, NUMBER_WORDS, OBJECTS, generate
+from core.data import wordproblems
+from core.data.wordproblems import NAME_SET, NUMBER_WORDS, OBJECTS, generate
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 STEP = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)")

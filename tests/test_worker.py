@@ -5,10 +5,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from core import worker as worker_module
 from core.errors import UserError
-from core.service import CompareRequest, ModelPool
-from core.worker import Worker, job_state, submit_compare
+from core.pipeline import worker as worker_module
+from core.pipeline.service import CompareRequest, ModelPool
+from core.pipeline.worker import Worker, job_state, submit_compare
 from db.models import Job, utcnow
 from db.queries import run_count
 from db.session import session_scope

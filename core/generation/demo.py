@@ -2,7 +2,7 @@
 
 Both are written exactly as hub checkpoints are (config.json, safetensors, tokenizer files) and
 loaded by the same loader as LLaDA-8B; only the configuration is small. The demo model is
-trained by scripts/train_demo_model.py on problems from core.mathgen.
+trained by scripts/train_demo_model.py on problems from core.data.mathgen.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from core.llada.model import LLaDA, LLaDAConfig, init_weights
 from core.llada.tokenizer import EOS, MASK, build_bpe_tokenizer
 
 DEMO_ID = "compresslens/math-demo"
-DEMO_DIR = Path(__file__).resolve().parents[1] / "models" / "compresslens-math-demo"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "models" / "compresslens-math-demo"
 DEMO_PRESET = "small"
 FULL_SIZE_PARAMETERS = 8_020_000_000
 
 
 def training_texts() -> list[str]:
     """Text the demo tokenizer's merges are learned from: the app's own sample prompts."""
-    from core.datasets import builtin_samples
+    from core.data.datasets import builtin_samples
 
     texts = []
     for sample in builtin_samples():

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple
 
 from core import paths
 from core.errors import UserError
-from core.metrics import gold_answer
+from core.pipeline.metrics import gold_answer
 
 # Kept apart from the content, so that studies compress the content and never the instruction.
 TASK_INSTRUCTIONS = {
@@ -37,7 +37,7 @@ TASK_INSTRUCTIONS = {
 }
 RECONSTRUCT_INSTRUCTION = ("The following text was compressed by deleting words. Rewrite it as the complete "
                            "original text, restoring the missing words. Reply with the restored text only.")
-BUILTIN_FILE = Path(__file__).parent / "data" / "samples.jsonl"
+BUILTIN_FILE = Path(__file__).parent / "samples.jsonl"
 
 
 @dataclass
@@ -177,7 +177,7 @@ def _read_parquet(path: Path) -> list[dict]:
 
 def generated_math() -> list[Sample]:
     """The demo model's held-out problems: generated like its training set, no instance shared."""
-    from core import mathgen
+    from core.data import mathgen
 
     return [Sample("mathgen", f"heldout-{i}", "math", p.question, p.solution)
             for i, p in enumerate(mathgen.generate(500, "heldout", seed=0))]
@@ -185,7 +185,7 @@ def generated_math() -> list[Sample]:
 
 def generated_word_problems() -> list[Sample]:
     """Word problems of the SmolLM2 diffusion model's held-out split: its generator's wordings, never trained on."""
-    from core import wordproblems
+    from core.data import wordproblems
 
     return [Sample("wordproblems", f"heldout-{i}", "math", p.question, p.solution)
             for i, p in enumerate(wordproblems.generate(500, "heldout", seed=0))]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
-from core.generator import Generation, ModelInfo, StepCallback, check_lengths, hub_revision, left_pad
+from core.generation.generator import Generation, ModelInfo, StepCallback, check_lengths, hub_revision, left_pad
 from core.llada import loader
 from core.llada.sampler import SamplerParams
 from core.paths import package_folder

@@ -22,7 +22,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from core.errors import UserError
-from core.service import CompareRequest, ModelPool, Progress, compare
+from core.pipeline.service import CompareRequest, ModelPool, Progress, compare
 from db.models import Job, utcnow
 from db.session import session_scope
 
@@ -46,7 +46,7 @@ def submit_compare(db_url: str, request: CompareRequest) -> int:
 def submit_experiment(db_url: str, plan) -> tuple[int, int]:
     """Queue a plan (a new experiment, or the stored one with the same plan, which resumes); returns
     (experiment, job). An experiment already queued or running keeps its job."""
-    from core.experiments import find_or_create
+    from core.pipeline.experiments import find_or_create
 
     experiment_id = find_or_create(plan, db_url)
     with session_scope(db_url) as session:
@@ -84,7 +84,7 @@ def run_compare(worker: "Worker", job: Job, progress) -> dict:
 
 
 def run_experiment(worker: "Worker", job: Job, progress) -> dict:
-    from core.experiments import Cancelled, Runner, experiment_summary
+    from core.pipeline.experiments import Cancelled, Runner, experiment_summary
 
     def cancelled() -> bool:
         return job_state(worker.db_url, job.id)["status"] == "cancelled"

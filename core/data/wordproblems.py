@@ -1,6 +1,6 @@
 """Math word problems in many surface forms, seeded, for training the SmolLM2 diffusion model.
 
-core.mathgen writes 12 fixed templates; people write free-form problems, so this module writes
+core.data.mathgen writes 12 fixed templates; people write free-form problems, so this module writes
 more than 40 scenario families (shopping, recipes, travel, ages, farm animals, water tanks, ...),
 each with a few step variants, and varies the surface as people do: 100+ names with their
 pronouns, 100+ objects, several verbs, units and currencies, small numbers as words ("three",
@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from core import mathgen
-from core.mathgen import Reject, finish, step
+from core.data import mathgen
+from core.data.mathgen import Reject, finish, step
 
 SMALL_WORDS = ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
                "sixteen seventeen eighteen nineteen twenty").split()

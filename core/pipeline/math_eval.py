@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from core.compressors import get_compressor
-from core.generator import Generator
+from core.generation.generator import Generator
 from core.llada.sampler import SamplerParams
-from core.metrics import extract_answer
+from core.pipeline.compressors import get_compressor
+from core.pipeline.metrics import extract_answer
 
 
 @dataclass

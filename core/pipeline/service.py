@@ -12,11 +12,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from core import compressors, datasets, metrics, store
-from core.datasets import Sample
+from core.data import datasets
+from core.data.datasets import Sample
 from core.errors import UserError
-from core.generator import Generator, LLaDAGenerator
+from core.generation.generator import Generator, LLaDAGenerator
 from core.llada.sampler import PRESETS, SamplerParams
+from core.pipeline import compressors, metrics, store
 from db.queries import run_view
 from db.session import session_scope
 
@@ -110,7 +111,7 @@ class ModelPool:
     def generator(self, model_id: str) -> Generator:
         with self._lock:
             if model_id not in self._generators:
-                from core import ar, demo, smol_diffusion
+                from core.generation import ar, demo, smol_diffusion
 
                 shipped = demo.is_demo(model_id) or smol_diffusion.is_smol(model_id)
                 if not shipped and ar.is_autoregressive(model_id):
@@ -141,7 +142,7 @@ def default_model() -> str:
 
     Only a local check: choosing a default never starts a 16 GB download.
     """
-    from core import demo, smol_diffusion
+    from core.generation import demo, smol_diffusion
 
     configured = os.environ.get("COMPRESSLENS_MODEL")
     if configured:
@@ -157,7 +158,7 @@ def default_model() -> str:
 
 def default_source(model_id: str) -> str:
     """The prompt source a first experiment or sample starts on: one the model can answer part of."""
-    from core import demo, smol_diffusion
+    from core.generation import demo, smol_diffusion
 
     if demo.is_demo(model_id):
         return "mathgen"
@@ -166,7 +167,7 @@ def default_source(model_id: str) -> str:
 
 def default_preset(model_id: str) -> str:
     """The shipped models start on the settings they were measured with; LLaDA checkpoints on the authors' demo setting."""
-    from core import demo, smol_diffusion
+    from core.generation import demo, smol_diffusion
 
     if demo.is_demo(model_id):
         return demo.DEMO_PRESET

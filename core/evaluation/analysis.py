@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from core.experiments import CONDITIONS
-from core.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread, unpaired_bootstrap
+from core.evaluation.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread, unpaired_bootstrap
+from core.pipeline.experiments import CONDITIONS
 from db.queries import output_rows
 from db.session import session_scope
 

@@ -13,10 +13,10 @@ from importlib import metadata
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import metrics
-from core.compressors import Compression
-from core.datasets import Sample
-from core.generator import Generation, ModelInfo
+from core.data.datasets import Sample
+from core.generation.generator import Generation, ModelInfo
+from core.pipeline import metrics
+from core.pipeline.compressors import Compression
 from db import models
 
 # Versions recorded with every run, so a result can be traced to the code that made it.

@@ -22,9 +22,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.datasets import RECONSTRUCT_INSTRUCTION
+from core.data.datasets import RECONSTRUCT_INSTRUCTION
 from core.errors import UserError
-from core.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
+from core.evaluation.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
 from db.models import ReviewItem, ReviewLabel, ReviewTask, utcnow
 from db.queries import NO_COMPRESSION, baseline_row_key, is_baseline_row, output_rows
 from db.session import session_scope

