@@ -16,118 +16,122 @@ from core.pipeline.service import CompareRequest, default_model, default_preset,
 from core.pipeline.worker import job_state, submit_compare
 from pages.shared import db_url, get_worker, load_view, show_run
 
-st.title("Playground")
-st.caption("Compress one prompt, run the model on the original and the compressed prompt, and compare.")
-get_worker()
-
 state = st.session_state
-state.setdefault("prompt", "")
-state.setdefault("sample", None)
 
-with st.expander("Sample a prompt", expanded=not state["prompt"]):
-    cols = st.columns([3, 1, 1])
-    source = cols[0].selectbox("Source", list(datasets.SOURCES), index=list(datasets.SOURCES).index(
-        default_source(default_model())), format_func=lambda k: datasets.SOURCES[k][0])
-    sample_seed = cols[1].number_input("Sample seed", min_value=0, value=0, step=1)
-    if cols[2].button("Sample", width="stretch"):
-        try:
-            sample = datasets.sample_one(source, int(sample_seed))
-        except UserError as exc:
-            st.error(str(exc))
+
+def prompt_section() -> tuple[str, dict | None]:
+    """The prompt, pasted or sampled; a sampled one keeps its source, task and gold answer until edited."""
+    with st.expander("Sample a prompt", expanded=not state["prompt"]):
+        cols = st.columns([3, 1, 1])
+        source = cols[0].selectbox("Source", list(datasets.SOURCES), index=list(datasets.SOURCES).index(
+            default_source(default_model())), format_func=lambda k: datasets.SOURCES[k][0])
+        sample_seed = cols[1].number_input("Sample seed", min_value=0, value=0, step=1)
+        if cols[2].button("Sample", width="stretch"):
+            try:
+                sample = datasets.sample_one(source, int(sample_seed))
+            except UserError as exc:
+                st.error(str(exc))
+            else:
+                # The demo model was trained on bare questions; other models get the task's instruction.
+                instruction = "" if demo.is_demo(default_model()) else datasets.TASK_INSTRUCTIONS[sample.task]
+                state["prompt"] = datasets.instructed(instruction, sample.prompt)
+                state["sample"] = sample.to_dict()
+
+    prompt = st.text_area("Prompt", key="prompt", height=180, placeholder="Paste a prompt, or sample one above.")
+    sample = state["sample"] if state["sample"] and prompt.endswith(state["sample"]["prompt"]) else None
+    if sample:
+        st.caption(render.md_escape(
+            f"From {sample['source']} ({sample['source_id']}), task {sample['task']}"
+            + (f", gold answer {datasets.Sample(**sample).gold_answer}" if sample["gold_solution"] else "")))
+    return prompt, sample
+
+
+def compressor_section() -> tuple[str, float, int, dict]:
+    """Compressor, ratio, seed and the compressor's own options."""
+    names = list(compressors.REGISTRY)
+    # Offline without its checkpoint LLMLingua-2 cannot run, so a first visit starts on a baseline that can.
+    llmlingua2_here = available_locally(compressors.LLMLINGUA2_DEFAULT)
+    cols = st.columns(3)
+    compressor = cols[0].selectbox("Compressor", names, index=0 if llmlingua2_here else names.index("random"),
+                                   format_func=lambda k: compressors.REGISTRY[k].label)
+    ratio = cols[1].number_input("Compression ratio (original / compressed tokens)", value=2.0, step=0.1,
+                                 format="%.2f")
+    seed = cols[2].number_input("Seed", value=0, step=1)
+
+    params: dict = {}
+    with st.expander("Compressor options", expanded=compressor == "llmlingua2"):
+        if compressor == "llmlingua2":
+            if not llmlingua2_here:
+                st.caption(f"{compressors.LLMLINGUA2_DEFAULT} is not on this machine: it is downloaded on first use "
+                           "when online; offline, give a local checkpoint directory.")
+            params["model"] = st.text_input("LLMLingua-2 checkpoint (hub id or directory)",
+                                            value=compressors.LLMLINGUA2_DEFAULT)
+            params["force_reserve_digit"] = st.checkbox(
+                "Keep every word with a digit (force_reserve_digit, as the authors do for math)", value=False)
+            forced = st.text_input("Force tokens (comma separated; \\n keeps line breaks)", value="\\n")
+            params["force_tokens"] = [t.strip().replace("\\n", "\n") for t in forced.split(",") if t.strip()]
+            params["calibrate"] = st.checkbox("Calibrate the rate to hit the ratio in the model's tokens", value=True)
+        elif compressor == "random":
+            params["seed"] = int(st.number_input("Drop seed", value=0, step=1))
         else:
-            # The demo model was trained on bare questions; other models get the task's instruction.
-            instruction = "" if demo.is_demo(default_model()) else datasets.TASK_INSTRUCTIONS[sample.task]
-            state["prompt"] = datasets.instructed(instruction, sample.prompt)
-            state["sample"] = sample.to_dict()
+            st.caption("No options.")
+    return compressor, ratio, int(seed), params
 
-prompt = st.text_area("Prompt", key="prompt", height=180, placeholder="Paste a prompt, or sample one above.")
-# A sampled prompt keeps its gold answer and task until the text is edited.
-sample = state["sample"] if state["sample"] and prompt.endswith(state["sample"]["prompt"]) else None
-if sample:
-    st.caption(render.md_escape(
-        f"From {sample['source']} ({sample['source_id']}), task {sample['task']}"
-        + (f", gold answer {datasets.Sample(**sample).gold_answer}" if sample["gold_solution"] else "")))
 
-names = list(compressors.REGISTRY)
-# Offline without its checkpoint LLMLingua-2 cannot run, so a first visit starts on a baseline that can.
-llmlingua2_here = available_locally(compressors.LLMLINGUA2_DEFAULT)
-cols = st.columns(3)
-compressor = cols[0].selectbox("Compressor", names, index=0 if llmlingua2_here else names.index("random"),
-                               format_func=lambda k: compressors.REGISTRY[k].label)
-ratio = cols[1].number_input("Compression ratio (original / compressed tokens)", value=2.0, step=0.1, format="%.2f")
-seed = cols[2].number_input("Seed", value=0, step=1)
+def model_section() -> tuple[str, str, str]:
+    """Model, sampler preset and BERTScore backbone."""
+    cols = st.columns(3)
+    model = cols[0].text_input("Model (LLaDA, or a causal LM as the autoregressive control)", value=default_model(),
+                               help="A LLaDA checkpoint directory or hub id; any Hugging Face causal LM (directory, "
+                                    f"hub id or .gguf file) runs as the autoregressive control; '{PACKAGED_SMOLLM2}' "
+                                    "is the small one installed here.")
+    preset_keys = list(PRESETS) + ["custom"]
+    preset = cols[1].selectbox("Sampler preset", preset_keys, index=preset_keys.index(default_preset(model.strip())),
+                               format_func=lambda k: PRESETS[k][0] if k in PRESETS else "custom")
+    backbones = list(metrics.bertscore_backbones())
+    backbone = cols[2].selectbox("BERTScore backbone", backbones, index=backbones.index(metrics.default_backbone()))
+    return model.strip(), preset, backbone
 
-compressor_params: dict = {}
-with st.expander("Compressor options", expanded=compressor == "llmlingua2"):
-    if compressor == "llmlingua2":
-        if not llmlingua2_here:
-            st.caption(f"{compressors.LLMLINGUA2_DEFAULT} is not on this machine: it is downloaded on first use "
-                       "when online; offline, give a local checkpoint directory.")
-        compressor_params["model"] = st.text_input("LLMLingua-2 checkpoint (hub id or directory)",
-                                                   value=compressors.LLMLINGUA2_DEFAULT)
-        compressor_params["force_reserve_digit"] = st.checkbox(
-            "Keep every word with a digit (force_reserve_digit, as the authors do for math)", value=False)
-        forced = st.text_input("Force tokens (comma separated; \\n keeps line breaks)", value="\\n")
-        compressor_params["force_tokens"] = [t.strip().replace("\\n", "\n") for t in forced.split(",") if t.strip()]
-        compressor_params["calibrate"] = st.checkbox("Calibrate the rate to hit the ratio in the model's tokens",
-                                                     value=True)
-    elif compressor == "random":
-        compressor_params["seed"] = int(st.number_input("Drop seed", value=0, step=1))
-    else:
-        st.caption("No options.")
 
-cols = st.columns(3)
-model = cols[0].text_input("Model (LLaDA, or a causal LM as the autoregressive control)", value=default_model(),
-                           help="A LLaDA checkpoint directory or hub id; any Hugging Face causal LM (directory, hub id "
-                                f"or .gguf file) runs as the autoregressive control; '{PACKAGED_SMOLLM2}' is the "
-                                "small one installed here.")
-preset_keys = list(PRESETS) + ["custom"]
-preset = cols[1].selectbox("Sampler preset", preset_keys, index=preset_keys.index(default_preset(model.strip())),
-                           format_func=lambda k: PRESETS[k][0] if k in PRESETS else "custom")
-backbones = list(metrics.bertscore_backbones())
-backbone = cols[2].selectbox("BERTScore backbone", backbones, index=backbones.index(metrics.default_backbone()))
+def sampler_section(model: str, preset: str) -> dict | None:
+    """The sampler's parameters: the preset's, shown read-only, or the user's own under "custom"."""
+    base = PRESETS[preset if preset in PRESETS else default_preset(model)][1]
+    sampler = None
+    with st.expander("Sampler parameters", expanded=preset == "custom"):
+        disabled = preset != "custom"
+        c = st.columns(4)
+        gen_length = c[0].number_input("gen_length", value=base.gen_length, step=8, disabled=disabled)
+        steps = c[1].number_input("steps", value=base.steps, step=8, disabled=disabled)
+        block_length = c[2].number_input("block_length", value=base.block_length, step=8, disabled=disabled)
+        temperature = c[3].number_input("temperature", value=base.temperature, step=0.1, disabled=disabled)
+        c = st.columns(4)
+        cfg_scale = c[0].number_input("cfg_scale", value=base.cfg_scale, step=0.5, disabled=disabled)
+        remasking = c[1].selectbox("remasking", REMASKING, index=REMASKING.index(base.remasking), disabled=disabled)
+        logits_eos_inf = c[2].checkbox("logits_eos_inf", value=base.logits_eos_inf, disabled=disabled)
+        confidence_eos_eot_inf = c[3].checkbox("confidence_eos_eot_inf", value=base.confidence_eos_eot_inf,
+                                               disabled=disabled)
+        c = st.columns(5)
+        mode = c[0].selectbox("mode", MODES, index=MODES.index(base.mode), disabled=disabled,
+                              help="'fast' gives the reference's tokens at temperature 0 unless an approximation is on")
+        cache = c[1].selectbox("cache (approximate)", CACHES, index=CACHES.index(base.cache), disabled=disabled)
+        threshold = c[2].number_input("threshold (approximate)", value=base.threshold, min_value=0.0,
+                                      max_value=0.999, step=0.05, disabled=disabled,
+                                      help="0: off; else commit every position above it")
+        window = c[3].number_input("window (approximate)", value=base.window, min_value=-1, step=8,
+                                   disabled=disabled, help="-1: off; else masks computed past the active block")
+        early_stop = c[4].checkbox("early_stop (approximate)", value=base.early_stop, disabled=disabled)
+        if preset == "custom":
+            sampler = dict(gen_length=int(gen_length), steps=int(steps), block_length=int(block_length),
+                           temperature=float(temperature), cfg_scale=float(cfg_scale), remasking=remasking,
+                           logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf, mode=mode,
+                           cache=cache, threshold=float(threshold), window=int(window), early_stop=early_stop)
+    chosen = SamplerParams(**sampler) if sampler else base
+    if chosen.approximate:
+        st.warning(f"Sampler: {chosen.label()}. Outputs can differ from the reference loop's.")
+    return sampler
 
-sampler = None
-base = PRESETS[preset if preset in PRESETS else default_preset(model.strip())][1]
-with st.expander("Sampler parameters", expanded=preset == "custom"):
-    disabled = preset != "custom"
-    c = st.columns(4)
-    gen_length = c[0].number_input("gen_length", value=base.gen_length, step=8, disabled=disabled)
-    steps = c[1].number_input("steps", value=base.steps, step=8, disabled=disabled)
-    block_length = c[2].number_input("block_length", value=base.block_length, step=8, disabled=disabled)
-    temperature = c[3].number_input("temperature", value=base.temperature, step=0.1, disabled=disabled)
-    c = st.columns(4)
-    cfg_scale = c[0].number_input("cfg_scale", value=base.cfg_scale, step=0.5, disabled=disabled)
-    remasking = c[1].selectbox("remasking", REMASKING, index=REMASKING.index(base.remasking), disabled=disabled)
-    logits_eos_inf = c[2].checkbox("logits_eos_inf", value=base.logits_eos_inf, disabled=disabled)
-    confidence_eos_eot_inf = c[3].checkbox("confidence_eos_eot_inf", value=base.confidence_eos_eot_inf,
-                                           disabled=disabled)
-    c = st.columns(5)
-    mode = c[0].selectbox("mode", MODES, index=MODES.index(base.mode), disabled=disabled,
-                          help="'fast' gives the reference's tokens at temperature 0 unless an approximation is on")
-    cache = c[1].selectbox("cache (approximate)", CACHES, index=CACHES.index(base.cache), disabled=disabled)
-    threshold = c[2].number_input("threshold (approximate)", value=base.threshold, min_value=0.0, max_value=0.999,
-                                  step=0.05, disabled=disabled, help="0: off; else commit every position above it")
-    window = c[3].number_input("window (approximate)", value=base.window, min_value=-1, step=8, disabled=disabled,
-                               help="-1: off; else masks computed past the active block")
-    early_stop = c[4].checkbox("early_stop (approximate)", value=base.early_stop, disabled=disabled)
-    if preset == "custom":
-        sampler = dict(gen_length=int(gen_length), steps=int(steps), block_length=int(block_length),
-                       temperature=float(temperature), cfg_scale=float(cfg_scale), remasking=remasking,
-                       logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf, mode=mode,
-                       cache=cache, threshold=float(threshold), window=int(window), early_stop=early_stop)
-chosen = SamplerParams(**sampler) if sampler else base
-if chosen.approximate:
-    st.warning(f"Sampler: {chosen.label()}. Outputs can differ from the reference loop's.")
 
-if st.button("Run", type="primary"):
-    request = CompareRequest(
-        prompt=prompt, compressor=compressor, ratio=ratio, compressor_params=compressor_params, model=model.strip(),
-        preset=preset, sampler=sampler, seed=int(seed), bertscore_backbone=backbone,
-        task=sample["task"] if sample else "custom", source=sample["source"] if sample else "pasted",
-        source_id=sample["source_id"] if sample else None,
-        gold_solution=sample["gold_solution"] if sample else None, reference=sample["reference"] if sample else None,
-    )
+def submit(request: CompareRequest) -> None:
     try:
         state["job_id"] = submit_compare(db_url(), request)
     except UserError as exc:
@@ -136,6 +140,7 @@ if st.button("Run", type="primary"):
 
 @st.fragment(run_every=1.0)
 def job_panel() -> None:
+    """The queued comparison's progress, then its side-by-side view."""
     job_id = state.get("job_id")
     if job_id is None:
         return
@@ -153,4 +158,21 @@ def job_panel() -> None:
             show_run(view)
 
 
+st.title("Playground")
+st.caption("Compress one prompt, run the model on the original and the compressed prompt, and compare.")
+get_worker()
+state.setdefault("prompt", "")
+state.setdefault("sample", None)
+
+prompt, sample = prompt_section()
+compressor, ratio, seed, compressor_params = compressor_section()
+model, preset, backbone = model_section()
+sampler = sampler_section(model, preset)
+if st.button("Run", type="primary"):
+    submit(CompareRequest(
+        prompt=prompt, compressor=compressor, ratio=ratio, compressor_params=compressor_params, model=model,
+        preset=preset, sampler=sampler, seed=seed, bertscore_backbone=backbone,
+        task=sample["task"] if sample else "custom", source=sample["source"] if sample else "pasted",
+        source_id=sample["source_id"] if sample else None,
+        gold_solution=sample["gold_solution"] if sample else None, reference=sample["reference"] if sample else None))
 job_panel()

@@ -10,23 +10,6 @@ import streamlit as st
 from core.evaluation import analysis
 from pages.shared import db_url, experiment_labels, load_item_view, show_run
 
-st.title("Results")
-
-experiments = experiment_labels()
-if not experiments:
-    st.info("No experiments yet: queue one on the Experiments page.")
-    st.stop()
-
-cols = st.columns([4, 1])
-experiment_id = cols[0].selectbox("Experiment", list(experiments), format_func=experiments.get)
-image_format = cols[1].radio("Chart downloads", ["png", "svg"], horizontal=True, format_func=str.upper,
-                             help="the camera button in each chart's toolbar saves it in this format")
-frame = analysis.outputs_frame(db_url(), experiment_id)
-if frame.empty:
-    st.info("This experiment has no outputs yet.")
-    st.stop()
-
-
 def table_with_download(table, name: str) -> None:
     st.dataframe(table, width="stretch")
     st.download_button(f"Download {name} (CSV)", table.to_csv().encode(), file_name=f"{name}.csv",
@@ -53,7 +36,7 @@ def open_clicked(event, chart: str) -> None:
 def chart_and_table(figure, table, name: str, clickable: bool = False) -> None:
     # Below the plot, so a colour scale and a symbol legend never draw over each other.
     figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2})
-    config = {"toImageButtonOptions": {"format": image_format, "filename": f"compresslens-{name}"},
+    config = {"toImageButtonOptions": {"format": st.session_state["image-format"], "filename": f"compresslens-{name}"},
               "displaylogo": False}
     if clickable:
         event = st.plotly_chart(figure, width="stretch", config=config, on_select="rerun",
@@ -64,10 +47,20 @@ def chart_and_table(figure, table, name: str, clickable: bool = False) -> None:
     table_with_download(table, name)
 
 
-curves, study, tests, drift, numbers, lengths = st.tabs(
-    ["Metric vs ratio", "Study table", "Significance", "Omission vs drift", "Numbers kept", "Length control"])
+def pick_experiment() -> int:
+    """The experiment to show, and the format chart downloads are saved in."""
+    experiments = experiment_labels()
+    if not experiments:
+        st.info("No experiments yet: queue one on the Experiments page.")
+        st.stop()
+    cols = st.columns([4, 1])
+    experiment_id = cols[0].selectbox("Experiment", list(experiments), format_func=experiments.get)
+    cols[1].radio("Chart downloads", ["png", "svg"], horizontal=True, format_func=str.upper, key="image-format",
+                  help="the camera button in each chart's toolbar saves it in this format")
+    return experiment_id
 
-with curves:
+
+def curves_tab(frame) -> None:
     metrics = analysis.metric_columns(frame)
     cols = st.columns(2)
     metric = cols[0].selectbox("Metric", metrics, index=metrics.index(analysis.EM) if analysis.EM in metrics else 0)
@@ -75,75 +68,96 @@ with curves:
     curve = analysis.ratio_curves(frame, metric, condition)
     if curve.empty:
         st.info("No values of this metric for this condition.")
-    else:
-        curve["line"] = curve["model"] + " · " + curve["compressor"]
-        st.caption("Click a compressed point to open its prompts below.")
-        figure = px.line(curve, x="ratio", y="mean", color="line", markers=True, custom_data=["run_id"],
-                         error_y=curve["high"] - curve["mean"], error_y_minus=curve["mean"] - curve["low"],
-                         labels={"mean": f"{metric} (mean, 95% bootstrap CI)", "ratio": "compression ratio"})
-        chart_and_table(figure, curve.drop(columns="line"), "ratio-curves", clickable=True)
+        return
+    curve["line"] = curve["model"] + " · " + curve["compressor"]
+    st.caption("Click a compressed point to open its prompts below.")
+    figure = px.line(curve, x="ratio", y="mean", color="line", markers=True, custom_data=["run_id"],
+                     error_y=curve["high"] - curve["mean"], error_y_minus=curve["mean"] - curve["low"],
+                     labels={"mean": f"{metric} (mean, 95% bootstrap CI)", "ratio": "compression ratio"})
+    chart_and_table(figure, curve.drop(columns="line"), "ratio-curves", clickable=True)
 
-with study:
+
+def study_tab(frame) -> None:
     reference = st.selectbox("Scored against", ["gold", "reference_summary", "original_output", "original_prompt"])
     table_with_download(analysis.study_table(frame, reference), f"study-table-{reference}")
 
-with tests:
+
+def significance_tab(frame) -> None:
     st.caption("Original against each compressed condition, paired by prompt: McNemar for exact match, "
                "paired bootstrap (10,000 resamples) for continuous metrics.")
     table_with_download(analysis.significance(frame), "significance")
     st.caption("Variance across seeds of exact match")
     table_with_download(analysis.seed_variance(frame), "seed-variance")
 
-with drift:
+
+def drift_tab(frame) -> None:
     pr = analysis.precision_recall(frame)
     if pr.empty:
         st.info("No BERTScore of compressed-prompt outputs against original outputs yet.")
-    else:
-        st.caption("Below the diagonal the output left things out (recall < precision); above it, it added. "
-                   "Click a point to open that prompt below.")
-        figure = px.scatter(pr, x="precision", y="recall", color="ratio", symbol="compressor",
-                            custom_data=["run_id", "source_id"], hover_data=["source_id", "task"],
-                            range_x=[0, 1.02], range_y=[0, 1.02])
-        figure.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dot", "color": "grey"})
-        chart_and_table(figure, pr, "precision-recall", clickable=True)
+        return
+    st.caption("Below the diagonal the output left things out (recall < precision); above it, it added. "
+               "Click a point to open that prompt below.")
+    figure = px.scatter(pr, x="precision", y="recall", color="ratio", symbol="compressor",
+                        custom_data=["run_id", "source_id"], hover_data=["source_id", "task"],
+                        range_x=[0, 1.02], range_y=[0, 1.02])
+    figure.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dot", "color": "grey"})
+    chart_and_table(figure, pr, "precision-recall", clickable=True)
 
-with numbers:
+
+def numbers_tab(frame) -> None:
     kept = analysis.numbers_kept(frame)
     if kept.empty:
         st.info("No math prompts with exact match in this experiment.")
-    else:
-        summary = kept.groupby(["compressor", "ratio", "numbers_kept"])["correct"].agg(["mean", "count"]).reset_index()
-        figure = px.scatter(summary, x="numbers_kept", y="mean", size="count", color="ratio", symbol="compressor",
-                            labels={"numbers_kept": "share of the prompt's numbers kept", "mean": "accuracy"})
-        chart_and_table(figure, kept, "numbers-kept")
+        return
+    summary = kept.groupby(["compressor", "ratio", "numbers_kept"])["correct"].agg(["mean", "count"]).reset_index()
+    figure = px.scatter(summary, x="numbers_kept", y="mean", size="count", color="ratio", symbol="compressor",
+                        labels={"numbers_kept": "share of the prompt's numbers kept", "mean": "accuracy"})
+    chart_and_table(figure, kept, "numbers-kept")
 
-with lengths:
+
+def lengths_tab(frame) -> None:
     table = analysis.length_control(frame)
     if table.empty:
         st.info("Not enough exact-match values to bin by length.")
-    else:
-        figure = px.bar(table, x="tokens", y="accuracy", color="length of", barmode="group", hover_data=["n"])
-        chart_and_table(figure, table, "length-control")
+        return
+    figure = px.bar(table, x="tokens", y="accuracy", color="length of", barmode="group", hover_data=["n"])
+    chart_and_table(figure, table, "length-control")
 
-st.header("One prompt, side by side")
-runs = analysis.compressed_runs(frame)
-if runs.empty:
-    st.info("This experiment has no compressed prompts yet.")
+
+def one_prompt_section(frame) -> None:
+    """A compressed run and one of its prompts, side by side (charts' clicks land here)."""
+    st.header("One prompt, side by side")
+    runs = analysis.compressed_runs(frame)
+    if runs.empty:
+        st.info("This experiment has no compressed prompts yet.")
+        return
+    run_labels = {int(r.run_id): f"run #{r.run_id} · {r.model} · {r.compressor} {r.ratio:g}x · seed {r.seed}"
+                  for r in runs.itertuples()}
+    if st.session_state.get("open-run") not in run_labels:
+        st.session_state["open-run"] = next(iter(run_labels))
+    run_id = st.selectbox("Compressed run", list(run_labels), format_func=run_labels.get, key="open-run")
+    prompts = analysis.prompt_rows(frame, run_id)
+    table_with_download(prompts.set_index("source_id"), f"prompts-run-{run_id}")
+    prompt_ids = list(prompts["source_id"])
+    if st.session_state.get("open-prompt") not in prompt_ids:
+        st.session_state["open-prompt"] = prompt_ids[0]
+    source_id = st.selectbox("Prompt", prompt_ids, key="open-prompt")
+    view = load_item_view(run_id, source_id)
+    if view is None:
+        st.info("This prompt has no output on the original prompt in this experiment (the plan left out the "
+                "'original' condition, or it has not run yet).")
+    else:
+        show_run(view)
+
+
+st.title("Results")
+frame = analysis.outputs_frame(db_url(), pick_experiment())
+if frame.empty:
+    st.info("This experiment has no outputs yet.")
     st.stop()
-run_labels = {int(r.run_id): f"run #{r.run_id} · {r.model} · {r.compressor} {r.ratio:g}x · seed {r.seed}"
-              for r in runs.itertuples()}
-if st.session_state.get("open-run") not in run_labels:
-    st.session_state["open-run"] = next(iter(run_labels))
-run_id = st.selectbox("Compressed run", list(run_labels), format_func=run_labels.get, key="open-run")
-prompts = analysis.prompt_rows(frame, run_id)
-table_with_download(prompts.set_index("source_id"), f"prompts-run-{run_id}")
-prompt_ids = list(prompts["source_id"])
-if st.session_state.get("open-prompt") not in prompt_ids:
-    st.session_state["open-prompt"] = prompt_ids[0]
-source_id = st.selectbox("Prompt", prompt_ids, key="open-prompt")
-view = load_item_view(run_id, source_id)
-if view is None:
-    st.info("This prompt has no output on the original prompt in this experiment (the plan left out the "
-            "'original' condition, or it has not run yet).")
-else:
-    show_run(view)
+TABS = {"Metric vs ratio": curves_tab, "Study table": study_tab, "Significance": significance_tab,
+        "Omission vs drift": drift_tab, "Numbers kept": numbers_tab, "Length control": lengths_tab}
+for tab, show in zip(st.tabs(list(TABS)), TABS.values()):
+    with tab:
+        show(frame)
+one_prompt_section(frame)
