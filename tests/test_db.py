@@ -110,6 +110,19 @@ def schema(engine) -> dict:
     return tables
 
 
+def database_at(version: int, url: str):
+    """A database as the first ``version`` migrations left it, not yet opened by the app."""
+    from sqlalchemy import create_engine
+
+    old = create_engine(url)
+    models.SchemaMigration.__table__.create(old)
+    for number, name, step in MIGRATIONS[:version]:
+        step(old)
+        with old.begin() as conn:
+            conn.execute(models.SchemaMigration.__table__.insert().values(version=number, name=name))
+    return old
+
+
 def test_a_database_upgraded_from_every_earlier_version_has_the_schema_of_a_new_one_and_the_models(tmp_path):
     from sqlalchemy import create_engine
 
@@ -122,29 +135,14 @@ def test_a_database_upgraded_from_every_earlier_version_has_the_schema_of_a_new_
     assert schema(from_models) == expected  # the migrations build what the code reads and writes
     for version in range(len(STEPS)):
         url = f"sqlite:///{tmp_path / f'v{version}.db'}"
-        old = create_engine(url)
-        models.SchemaMigration.__table__.create(old)
-        for number, name, step in STEPS[:version]:
-            step(old)
-            with old.begin() as conn:
-                conn.execute(models.SchemaMigration.__table__.insert().values(version=number, name=name))
-        old.dispose()
+        database_at(version, url).dispose()
         assert schema(get_engine(url)) == expected, f"upgraded from version {version}"
         assert schema_version(url) == STEPS[-1][0]
 
 
 def test_a_version_4_database_made_before_unblinded_review_gets_the_blind_column_and_keeps_its_tasks(tmp_path):
-    from sqlalchemy import create_engine
-
-    from db.migrations import MIGRATIONS as STEPS
-
     url = f"sqlite:///{tmp_path / 'v4.db'}"
-    old = create_engine(url)
-    models.SchemaMigration.__table__.create(old)
-    for number, name, step in STEPS[:4]:
-        step(old)
-        with old.begin() as conn:
-            conn.execute(models.SchemaMigration.__table__.insert().values(version=number, name=name))
+    old = database_at(4, url)
     with old.begin() as conn:
         conn.execute(text("INSERT INTO review_tasks (name, created_at, experiment_ids, pair, n_items, "
                           "annotators_per_item, seed) VALUES ('old task', '2026-11-20 10:00:00', '[1]', "
@@ -159,18 +157,10 @@ def test_a_version_4_database_made_before_unblinded_review_gets_the_blind_column
 def test_a_version_6_database_keeps_each_experiments_status_on_its_jobs(tmp_path):
     """Before step 7 an experiment kept its own status: a cancelled one whose job said "done", one run
     from the command line with no job, and a queued one; each reads the same after the upgrade."""
-    from sqlalchemy import create_engine
-
-    from db.migrations import MIGRATIONS as STEPS
     from db.queries import experiment_states
 
     url = f"sqlite:///{tmp_path / 'v6.db'}"
-    old = create_engine(url)
-    models.SchemaMigration.__table__.create(old)
-    for number, name, step in STEPS[:6]:
-        step(old)
-        with old.begin() as conn:
-            conn.execute(models.SchemaMigration.__table__.insert().values(version=number, name=name))
+    old = database_at(6, url)
     with old.begin() as conn:
         for number, (status, error) in enumerate([("cancelled", None), ("failed", "out of memory"), ("queued", None)],
                                                  start=1):
