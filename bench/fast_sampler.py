@@ -61,9 +61,11 @@ def random_8b() -> LLaDA:
 
 
 def run(model: LLaDA, prompts: torch.Tensor, params: SamplerParams) -> tuple[torch.Tensor, int]:
+    """The canvas and the forward passes it took."""
     cfg = model.cfg
-    return run_sampler(model, prompts, None, params, mask_id=cfg.mask_token_id, eos_id=cfg.eos_token_id,
-                       eot_id=126348, rng=torch.Generator(device="cuda").manual_seed(0))
+    canvas, trace = run_sampler(model, prompts, None, params, mask_id=cfg.mask_token_id, eos_id=cfg.eos_token_id,
+                                eot_id=126348, rng=torch.Generator(device="cuda").manual_seed(0))
+    return canvas, trace.forward_calls
 
 
 def speed(model: LLaDA, shapes: list[tuple[int, int, int]], batches: list[int], modes: list[str]) -> None:

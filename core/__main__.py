@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when present)")
     cmp.add_argument("--db", help="SQLAlchemy URL (default: $COMPRESSLENS_DB_URL or the SQLite file)")
     cmp.add_argument("--json", action="store_true", help="print one JSON object")
+    cmp.add_argument("--trajectory", action="store_true",
+                     help="also give each output token's commit step and probability (under 'trajectories' with "
+                          "--json)")
 
     exp = sub.add_parser("experiment", help="run a plan headless; run it again to resume it")
     exp.add_argument("--plan", required=True, help="JSON file with the plan (see core/pipeline/experiments.py: Plan)")
@@ -108,6 +111,8 @@ def run_compare(args) -> int:
             print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
 
     view = compare(request, ModelPool(args.device), args.db or paths.db_url(), progress)
+    if not args.trajectory:
+        view.pop("trajectories")
     if args.json:
         print(json.dumps(view, ensure_ascii=False))
     else:
@@ -128,6 +133,14 @@ def print_human(view: dict) -> None:
         for reference, values in tables.items():
             shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items())
             print(f"{condition} vs {reference}: {shown}")
+    for condition, numbers in view["compute"].items():
+        print(f"{condition}: {numbers['prompt_tokens']} prompt tokens, {numbers['forward_passes']} forward passes, "
+              f"{numbers['tokens_processed'] or 'n/a'} token positions computed")
+    for condition, trajectory in view.get("trajectories", {}).items():
+        if trajectory:
+            print(f"\ntrajectory on the {condition} prompt (token, commit step, probability):")
+            print("  ".join(f"{piece!r}@{step}:{prob:.2f}" for piece, step, prob
+                            in zip(trajectory["piece"], trajectory["step"], trajectory["prob"])))
 
 
 def run_experiment(args) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, Float, ForeignKey, Integer, MetaData, String, Table,
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Engine, Float, ForeignKey, Integer, MetaData, String, Table,
                         Text, UniqueConstraint, insert, inspect, select, text, update)
 
 
@@ -238,6 +238,16 @@ def _v7_experiment_state_on_jobs(engine: Engine) -> None:
             conn.execute(text(f"ALTER TABLE experiments DROP COLUMN {column}"))
 
 
+def _v8_output_trajectory_and_compute(engine: Engine) -> None:
+    """Each output's denoising trajectory and the compute it took; older outputs keep NULL."""
+    columns = {c["name"] for c in inspect(engine).get_columns("outputs")}
+    with engine.begin() as conn:
+        for name, kind in (("trajectory", JSON()), ("tokens_processed", BigInteger()),
+                           ("peak_memory_bytes", BigInteger())):
+            if name not in columns:
+                conn.execute(text(f"ALTER TABLE outputs ADD COLUMN {name} {kind.compile(dialect=engine.dialect)}"))
+
+
 # (version, name, step), applied in order, each once (db.session.migrate records them).
 MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (1, "runs, items, conditions, outputs, metrics, jobs", _v1_results),
@@ -247,4 +257,5 @@ MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (5, "review tasks may be unblinded", _v5_unblinded_review),
     (6, "job heartbeats", _v6_job_heartbeats),
     (7, "an experiment's status lives on its jobs", _v7_experiment_state_on_jobs),
+    (8, "output trajectories and compute", _v8_output_trajectory_and_compute),
 ]

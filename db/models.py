@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -132,6 +132,10 @@ class Output(Base):
     extracted_answer: Mapped[str | None] = mapped_column(String(100))
     seconds: Mapped[float] = mapped_column(Float)
     forward_calls: Mapped[int] = mapped_column(Integer)
+    # {"step": [...], "prob": [...]}, one entry per token id: the step that committed it and its probability then.
+    trajectory: Mapped[dict | None] = mapped_column(JSON)
+    tokens_processed: Mapped[int | None] = mapped_column(BigInteger)  # real positions computed, all passes
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)  # GPU only
     condition: Mapped[Condition] = relationship(back_populates="outputs")
     metrics: Mapped[list["Metric"]] = relationship(back_populates="output", cascade="all, delete-orphan",
                                                    order_by="Metric.id")

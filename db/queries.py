@@ -187,6 +187,11 @@ def _side_by_side(run: Run, item: Item, original: Condition, compressed: Conditi
         "compressed_output": out_c.text,
         "extracted_answers": {"original": out_o.extracted_answer, "compressed": out_c.extracted_answer},
         "output_token_ids": {"original": out_o.token_ids, "compressed": out_c.token_ids},
+        "trajectories": {"original": out_o.trajectory, "compressed": out_c.trajectory},
+        "compute": {name: {"prompt_tokens": c.prompt_tokens, "forward_passes": o.forward_calls,
+                           "tokens_processed": o.tokens_processed, "peak_memory_bytes": o.peak_memory_bytes,
+                           "seconds": o.seconds}
+                    for name, c, o in (("original", original, out_o), ("compressed", compressed, out_c))},
         "metrics": {"original": _metric_table(out_o), "compressed": _metric_table(out_c)},
         "other_conditions": [{"name": c.name, "prompt": c.prompt_text, "output": c.outputs[0].text,
                               "extracted_answer": c.outputs[0].extracted_answer,

@@ -41,6 +41,17 @@ def test_packaged_control_runs_offline_with_its_chat_template(smollm):
     assert output.text == smollm.generate([question], SHORT, seed=0)[0].text  # greedy is deterministic
 
 
+def test_the_control_commits_one_token_a_step_and_reads_each_token_once(smollm):
+    question = "What is 12 + 30?"
+    output = smollm.generate([question], SHORT, seed=0)[0]
+    made = output.forward_calls
+    assert output.commit_steps == list(range(1, made + 1)) + [0] * (24 - made)
+    # Greedy: each committed token was the most probable, so its probability is the top one.
+    assert all(0.0 < p <= 1.0 for p in output.commit_probs[:made])
+    assert "".join(output.pieces).strip().startswith(output.text[:5])
+    assert output.tokens_processed == smollm.prompt_length(question) + made - 1
+
+
 def test_left_padded_batch_matches_each_prompt_alone(smollm):
     prompts = ["What is 12 + 30?", "Name three colours of the rainbow and say why the sky looks blue."]
     together = smollm.generate(prompts, SHORT, seed=0)

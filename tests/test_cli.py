@@ -8,6 +8,7 @@ import pytest
 
 from core.__main__ import main
 from core.generation.demo import build_tiny_checkpoint
+from core.generation.generator import LLaDAGenerator
 from db.queries import run_count
 from db.session import session_scope
 
@@ -24,7 +25,8 @@ def runs_in(url):
 def test_compare_json_end_to_end(tiny_checkpoint, db_url):
     result = subprocess.run(
         [sys.executable, "-m", "core", "compare", "--model", str(tiny_checkpoint), "--prompt", QUESTION,
-         "--compressor", "random", "--ratio", "2", "--preset", "demo", "--seed", "3", "--gold", "100", "--json"],
+         "--compressor", "random", "--ratio", "2", "--preset", "demo", "--seed", "3", "--gold", "100", "--json",
+         "--trajectory"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "COMPRESSLENS_DB_URL": db_url}, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -46,6 +48,17 @@ def test_compare_json_end_to_end(tiny_checkpoint, db_url):
     assert out["compressor_params"] == {"seed": 0} and out["seed"] == 3
     assert out["model"]["path"] == str(tiny_checkpoint) and out["versions"]["torch"].startswith("2.13")
     assert runs_in(db_url) == 1 and out["run_id"] == 1
+    # The demo preset's 4 blocks of 32, one commit a step: each step commits one token of its block.
+    for condition in ("original", "compressed"):
+        trajectory = out["trajectories"][condition]
+        assert sorted(trajectory["step"]) == list(range(1, 129))
+        assert all(32 * (i // 32) < s <= 32 * (i // 32 + 1) for i, s in enumerate(trajectory["step"]))
+        assert len(trajectory["piece"]) == len(trajectory["prob"]) == 128
+        compute = out["compute"][condition]
+        assert compute["forward_passes"] == 128 and compute["peak_memory_bytes"] is None
+        prompt = out[f"{condition}_prompt"]  # as the model reads it: inside the chat template
+        assert compute["tokens_processed"] == 128 * (LLaDAGenerator(str(tiny_checkpoint), "cpu").prompt_length(prompt)
+                                                     + 128)
 
 
 def test_same_seed_same_run(tiny_checkpoint, db_url, capsys):

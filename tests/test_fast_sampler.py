@@ -220,3 +220,67 @@ def test_pages_label_approximate_modes(tiny_checkpoint, db_url, monkeypatch):
     at.run()
     next(s for s in at.selectbox if s.label == "Sampler preset").select("small-fast").run()
     assert any("APPROXIMATE" in w.value for w in at.warning)
+
+
+def traced(model, ids, prompt, mask, settings, loop="reference", **fast_args):
+    real = torch.ones(prompt.shape[0], prompt.shape[1] + settings["gen_length"], dtype=torch.long)
+    if mask is not None:
+        real[:, :prompt.shape[1]] = mask
+    trace = sampler.Trace(real, settings["gen_length"])
+    rng = torch.Generator().manual_seed(5)
+    if loop == "reference":
+        canvas = sampler.generate(model, prompt, mask, rng=rng, trace=trace, **ids, **settings)
+    else:
+        canvas = fast.generate(model, prompt, mask, rng=rng, trace=trace, **ids, **settings, **fast_args).canvas
+    return canvas, trace
+
+
+@pytest.mark.parametrize("settings", [dict(gen_length=16, steps=8, block_length=8),
+                                      dict(gen_length=16, steps=16, block_length=8, remasking="random")])
+def test_the_trajectory_has_one_commit_step_per_token_by_the_schedule_and_the_exact_mode_repeats_it(setup, settings):
+    model, ids, encoded = setup
+    prompt, mask = batch(encoded, ids, [0, 1])
+    canvas, trace = traced(model, ids, prompt, mask, settings)
+    steps = settings["steps"]
+    per_block = steps // 2
+    for row in range(2):
+        row_steps = trace.commit_step[row].tolist()
+        # Every answer token is committed once, at a step of its own block, as many per step as the schedule says.
+        assert all(1 + per_block * (i // 8) <= s <= per_block * (1 + i // 8) for i, s in enumerate(row_steps))
+        assert [row_steps.count(s) for s in range(1, steps + 1)] == [16 // steps] * steps
+    # The probability recorded is the model's softmax probability of the committed token at that step:
+    # restated for the first step, which every row sees on the all-mask canvas.
+    first = (trace.commit_step == 1)
+    x = torch.full_like(canvas, ids["mask_id"])
+    x[:, :prompt.shape[1]] = prompt
+    attention = None if mask is None else torch.cat([mask, torch.ones(2, 16, dtype=mask.dtype)], dim=1)
+    probs = torch.softmax(model(x, attention_mask=attention).double(), dim=-1)[:, prompt.shape[1]:]
+    expected = probs.gather(-1, canvas[:, prompt.shape[1]:].unsqueeze(-1)).squeeze(-1)[first]
+    assert torch.allclose(trace.commit_prob[first].double(), expected, atol=1e-5)
+    _, fast_trace = traced(model, ids, prompt, mask, settings, loop="fast")
+    assert torch.equal(fast_trace.commit_step, trace.commit_step)
+    assert torch.allclose(fast_trace.commit_prob, trace.commit_prob, atol=1e-5)
+
+
+def test_positions_computed_match_hand_counts_for_a_two_block_run(tiny_checkpoint):
+    """Rows of 5 and 3 prompt tokens (the second left-padded by 2), 8 answer tokens in 2 blocks of 4,
+    2 steps per block: the reference computes the whole canvas at each of its 4 steps; a prefix cache
+    computes it at each block's first step, then the block and what follows; a dual cache the block."""
+    model = load_llada(tiny_checkpoint, "cpu")
+    vocab = load_tokenizer(tiny_checkpoint).get_vocab()
+    ids = {"mask_id": vocab[MASK], "eos_id": vocab[EOS], "eot_id": vocab[EOT]}
+    prompt = torch.tensor([[5, 6, 7, 8, 9], [ids["eos_id"], ids["eos_id"], 7, 8, 9]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    settings = dict(gen_length=8, steps=4, block_length=4)
+    _, reference = traced(model, ids, prompt, mask, settings)
+    assert reference.positions.tolist() == [4 * 13, 4 * 11] and reference.forward_calls == 4
+    _, exact = traced(model, ids, prompt, mask, settings, loop="fast")
+    assert exact.positions.tolist() == [4 * 13, 4 * 11]
+    _, prefix = traced(model, ids, prompt, mask, settings, loop="fast", cache="prefix")
+    assert prefix.positions.tolist() == [(13 + 8) + (13 + 4), (11 + 8) + (11 + 4)]
+    _, dual = traced(model, ids, prompt, mask, settings, loop="fast", cache="dual")
+    assert dual.positions.tolist() == [(13 + 4) + (13 + 4), (11 + 4) + (11 + 4)]
+    assert prefix.forward_calls == dual.forward_calls == 4
+    cfg_trace = sampler.Trace(torch.ones(2, 13, dtype=torch.long), 8)
+    sampler.generate(model, prompt, None, cfg_scale=1.0, trace=cfg_trace, **ids, **settings)
+    assert cfg_trace.positions.tolist() == [2 * 4 * 13] * 2  # guidance runs a second, unconditional canvas

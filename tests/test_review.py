@@ -115,9 +115,9 @@ def test_migration_4_adds_review_tables_to_a_version_3_database(tmp_path):
         session.commit()
     engine.dispose()
 
-    assert schema_version(url) == MIGRATIONS[-1][0] == 7  # opening it migrates
+    assert schema_version(url) == MIGRATIONS[-1][0] == 8  # opening it migrates
     migrate(get_engine(url))  # a second pass changes nothing
-    assert schema_version(url) == 7
+    assert schema_version(url) == 8
     inspector = inspect(get_engine(url))
     assert {"review_tasks", "review_items", "review_labels"} <= set(inspector.get_table_names())
     unique = inspector.get_unique_constraints("review_labels")

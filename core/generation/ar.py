@@ -121,17 +121,32 @@ class ARGenerator:
         progress = Progress()
         torch.manual_seed(seed)
         sampling = params.temperature > 0
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         started = time.perf_counter()
         out = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
             max_new_tokens=params.gen_length, do_sample=sampling, temperature=params.temperature if sampling else None,
             top_p=None, top_k=None, pad_token_id=pad, logits_processor=LogitsProcessorList([progress]),
+            output_scores=True, return_dict_in_generate=True,
         )
         seconds = time.perf_counter() - started
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        new = out.sequences[:, width:]
+        # Token i is committed at step i + 1, with its probability under the distribution it was drawn from.
+        probs = torch.stack([torch.softmax(scores.float(), dim=-1).gather(-1, new[:, i:i + 1]).squeeze(-1)
+                             for i, scores in enumerate(out.scores)], dim=1).tolist()
         results = []
         for row in range(len(encoded)):
-            ids = out[row, width:].tolist()
-            ids += [pad] * (params.gen_length - len(ids))  # every row reports gen_length ids, as LLaDA's do
+            ids = new[row].tolist()
+            made = len(ids)
+            ids += [pad] * (params.gen_length - made)  # every row reports gen_length ids, as LLaDA's do
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(Generation(text=text.strip(), token_ids=ids, seconds=seconds, forward_calls=progress.step))
+            results.append(Generation(
+                text=text.strip(), token_ids=ids, seconds=seconds, forward_calls=progress.step,
+                commit_steps=list(range(1, made + 1)) + [0] * (params.gen_length - made),
+                commit_probs=probs[row] + [0.0] * (params.gen_length - made),
+                pieces=self.tokenizer.batch_decode([[i] for i in ids]),
+                # The first pass reads the prompt, each later one the token before: nothing is computed twice.
+                tokens_processed=len(encoded[row]) + max(progress.step - 1, 0), peak_memory_bytes=peak))
         return results

@@ -20,8 +20,18 @@ StepCallback = Callable[[int, int], None]
 class Generation:
     text: str
     token_ids: list[int]
-    seconds: float
+    seconds: float  # of the batch it ran in
     forward_calls: int
+    # Per token id: the step that committed it (0: filled without a pass, as after an early stop) and
+    # the model's probability of it then.
+    commit_steps: list[int] = field(default_factory=list)
+    commit_probs: list[float] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)  # each token id decoded alone, for token-level views
+    tokens_processed: int = 0  # this prompt's real token positions, summed over the forward passes
+    peak_memory_bytes: int | None = None  # of the batch on the GPU; None on a CPU
+
+    def trajectory(self) -> dict:
+        return {"step": self.commit_steps, "prob": [round(p, 4) for p in self.commit_probs], "piece": self.pieces}
 
 
 @dataclass
@@ -89,18 +99,25 @@ def halving_on_oom(items: list, run: Callable[[list], list], size: int, note: Ca
 
 def run_sampler(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None, params: sampler.SamplerParams, *,
                 mask_id: int, eos_id: int, eot_id: int, rng: torch.Generator | None = None,
-                on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, int]:
-    """The canvas and the forward passes it took, from the loop ``params.mode`` names."""
+                on_step: Callable[[int, int, torch.Tensor], None] | None = None
+                ) -> tuple[torch.Tensor, sampler.Trace]:
+    """The canvas and its trace (trajectory, forward passes, positions computed), from the loop
+    ``params.mode`` names."""
+    B, P = prompt.shape
+    real = torch.ones(B, P + params.gen_length, dtype=torch.long, device=prompt.device)
+    if attention_mask is not None:
+        real[:, :P] = attention_mask
+    trace = sampler.Trace(real, params.gen_length)
     common = dict(steps=params.steps, gen_length=params.gen_length, block_length=params.block_length,
                   temperature=params.temperature, remasking=params.remasking, mask_id=mask_id, eos_id=eos_id,
                   eot_id=eot_id, logits_eos_inf=params.logits_eos_inf,
-                  confidence_eos_eot_inf=params.confidence_eos_eot_inf, rng=rng, on_step=on_step)
+                  confidence_eos_eot_inf=params.confidence_eos_eot_inf, rng=rng, on_step=on_step, trace=trace)
     if params.mode == "fast":
         result = fast.generate(model, prompt, attention_mask, cache=params.cache, threshold=params.threshold,
                                early_stop=params.early_stop, window=None if params.window < 0 else params.window,
                                **common)
-        return result.canvas, result.forward_calls
-    return sampler.generate(model, prompt, attention_mask, cfg_scale=params.cfg_scale, **common), params.steps
+        return result.canvas, trace
+    return sampler.generate(model, prompt, attention_mask, cfg_scale=params.cfg_scale, **common), trace
 
 
 def hub_revision(model_dir: Path) -> str | None:
@@ -158,15 +175,22 @@ class LLaDAGenerator:
         prompt, attention_mask = left_pad(encoded, self.eos_id)
         width = prompt.shape[1]
         rng = torch.Generator(device=self.device).manual_seed(int(seed))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         started = time.perf_counter()
-        out, calls = run_sampler(
+        out, trace = run_sampler(
             self.model, prompt.to(self.device), attention_mask.to(self.device) if len(encoded) > 1 else None, params,
             mask_id=self.mask_id, eos_id=self.eos_id, eot_id=self.eot_id, rng=rng,
             on_step=None if on_step is None else (lambda done, total, _x: on_step(done, total)))
         seconds = time.perf_counter() - started
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        steps, probs, positions = trace.commit_step.tolist(), trace.commit_prob.tolist(), trace.positions.tolist()
         results = []
         for row in range(len(encoded)):
             ids = out[row, width:].tolist()
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(Generation(text=text.strip(), token_ids=ids, seconds=seconds, forward_calls=calls))
+            results.append(Generation(text=text.strip(), token_ids=ids, seconds=seconds,
+                                      forward_calls=trace.forward_calls, commit_steps=steps[row],
+                                      commit_probs=probs[row], pieces=self.tokenizer.batch_decode([[i] for i in ids]),
+                                      tokens_processed=positions[row], peak_memory_bytes=peak))
         return results

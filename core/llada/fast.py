@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from core.llada.model import LayerCache, LLaDA
-from core.llada.sampler import CACHES, LAST_CONFIDENCE, add_gumbel_noise, get_num_transfer_tokens, most_confident
+from core.llada.sampler import (CACHES, LAST_CONFIDENCE, Trace, add_gumbel_noise, get_num_transfer_tokens,
+                                most_confident)
 
 
 @dataclass
@@ -49,8 +50,11 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
              logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
              rng: torch.Generator | None = None, cache: str = "none", threshold: float = 0.0,
              early_stop: bool = False, window: int | None = None, cuda_graph: bool = True,
-             on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> FastResult:
-    """Same canvas layout and arguments as ``sampler.generate`` (no classifier-free guidance)."""
+             on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+             trace: Trace | None = None) -> FastResult:
+    """Same canvas layout and arguments as ``sampler.generate`` (no classifier-free guidance). A
+    token's commit step in ``trace`` is the reference's step of the schedule, or with a threshold
+    the forward pass that committed it."""
     B, P = prompt.shape
     T = P + gen_length
     device = prompt.device
@@ -85,6 +89,8 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
                 step += 1
             logits = source.logits(x)
             calls += 1
+            if trace is not None:
+                trace.computed(*source.span)
             if logits_eos_inf:
                 logits[:, :, eos_id] = -torch.inf
 
@@ -103,6 +109,8 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
             else:
                 transfer_index = scheduled(confidence, num_transfer_tokens[:, step - 1], start, T)
             x[:, start:end] = torch.where(transfer_index, x0, x[:, start:end])
+            if trace is not None:
+                trace.committed(calls if threshold else num_block * steps + step, transfer_index, logits, x0, start)
             if on_step is not None:
                 on_step(num_block * steps + min(step, steps), num_blocks * steps, x)
 
@@ -114,7 +122,8 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
 
 class FullPass:
     """Logits from a forward pass over the canvas at every step (over [0, end + window) with a window);
-    on CUDA without a window, one captured graph replayed for every step."""
+    on CUDA without a window, one captured graph replayed for every step. ``span`` is the range of
+    canvas positions the last pass computed."""
 
     def __init__(self, model: LLaDA, x: torch.Tensor, attention_mask: torch.Tensor | None, block_length: int, *,
                  window: int | None, cuda_graph: bool):
@@ -128,6 +137,7 @@ class FullPass:
         self.seen = self.x.shape[1] if self.window is None else min(self.x.shape[1], end + self.window)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        self.span = (0, self.seen)
         if self.capture and self.graphed is None:
             self.graphed = GraphedLogits(lambda canvas, positions: block_logits(self.model, canvas, self.rope,
                                                                                 positions, x.shape[1]),
@@ -165,7 +175,10 @@ class CachedPass(FullPass):
                                                             recomputed_for(model, positions), positions),
                     x, self.start, self.block_length)
             self.fresh = True
+            self.span = (0, self.seen)
             return cached_logits(model, x, self.rope, self.kv, torch.arange(self.seen, device=device), self.block)
+        last = self.start + self.block_length if self.dual else self.seen
+        self.span = (self.start - int(model.cfg.shifted_prediction), last)  # as recomputed_for widens it
         if self.graphed is not None:
             return self.graphed(x, self.start)
         recomputed = self.block if self.dual else torch.arange(self.start, self.seen, device=device)

@@ -165,6 +165,37 @@ def most_confident(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return transfer_index
 
 
+class Trace:
+    """What a sampling loop did to each row: the step at which every answer position was committed and
+    the model's probability of the committed token then (the trajectory), and how many real (not
+    padding) token positions its forward passes computed (the compute)."""
+
+    def __init__(self, real: torch.Tensor, gen_length: int):
+        """``real`` (B, T): 1 where the canvas holds a prompt or answer position, 0 on left padding."""
+        B, T = real.shape
+        self.prompt_width = T - gen_length
+        self.commit_step = torch.zeros(B, gen_length, dtype=torch.long, device=real.device)  # 0: never
+        self.commit_prob = torch.zeros(B, gen_length, dtype=torch.float32, device=real.device)
+        self.real_before = F.pad(real.long().cumsum(dim=1), (1, 0))  # real positions in [0, t) is [:, t]
+        self.positions = torch.zeros(B, dtype=torch.long, device=real.device)
+        self.forward_calls = 0
+
+    def computed(self, first: int, last: int, times: int = 1) -> None:
+        """A forward pass computed canvas positions [first, last) of every row (``times`` copies, as CFG)."""
+        self.positions += times * (self.real_before[:, last] - self.real_before[:, first])
+        self.forward_calls += 1
+
+    def committed(self, step: int, where: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor,
+                  first: int) -> None:
+        """``where`` (B, L) marks the answer positions first..first+L-1 of the canvas committed at ``step``
+        to ``tokens`` (B, L), whose ``logits`` (B, L, V) the step computed."""
+        offset = first - self.prompt_width
+        span = slice(offset, offset + where.shape[1])
+        self.commit_step[:, span][where] = step
+        self.commit_prob[:, span][where] = (F.softmax(logits[where].float(), dim=-1)
+                                            .gather(-1, tokens[where].unsqueeze(-1)).squeeze(-1))
+
+
 def forward_logits(model, x, attention_mask, prompt_index, cfg_scale, mask_id) -> torch.Tensor:
     if cfg_scale == 0:
         return model(x, attention_mask=attention_mask)
@@ -182,11 +213,13 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
              cfg_scale: float = 0.0, remasking: str = "low_confidence", mask_id: int = 126336,
              eos_id: int = 126081, eot_id: int = 126348, logits_eos_inf: bool = False,
              confidence_eos_eot_inf: bool = False, rng: torch.Generator | None = None,
-             on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+             on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+             trace: Trace | None = None) -> torch.Tensor:
     """Returns the canvas (B, prompt_len + gen_length): the prompt, then the answer.
 
     ``prompt`` is left-padded (with EOS) where rows differ in length, and ``attention_mask``
-    marks its real tokens with 1. ``on_step(done, total, x)`` is called after every step.
+    marks its real tokens with 1. ``on_step(done, total, x)`` is called after every step;
+    ``trace``, when given, records the trajectory and the compute.
     """
     B, P = prompt.shape
     device = prompt.device
@@ -210,6 +243,8 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
             mask_index = x == mask_id
             mask_index[:, :P] = False  # a mask token typed into the prompt is text, not a slot
             logits = forward_logits(model, x, attention_mask, prompt_index, cfg_scale, mask_id)
+            if trace is not None:
+                trace.computed(0, x.shape[1], times=2 if cfg_scale else 1)
             if logits_eos_inf:
                 logits[:, :, eos_id] = -torch.inf
 
@@ -223,6 +258,8 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
 
             transfer_index = most_confident(confidence, num_transfer_tokens[:, i])
             x[transfer_index] = x0[transfer_index]
+            if trace is not None:
+                trace.committed(num_block * steps + i + 1, transfer_index[:, P:], logits[:, P:], x0[:, P:], P)
             if on_step is not None:
                 on_step(num_block * steps + i + 1, num_blocks * steps, x)
     return x

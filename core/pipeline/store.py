@@ -90,6 +90,9 @@ def new_output(seed: int, generation: Generation, *, task: str, condition: str,
     """An output with its metrics; a math answer is extracted except from a reconstructed prompt."""
     output = models.Output(seed=seed, text=generation.text, token_ids=generation.token_ids,
                            seconds=generation.seconds, forward_calls=generation.forward_calls,
+                           trajectory=generation.trajectory() if generation.commit_steps else None,
+                           tokens_processed=generation.tokens_processed or None,
+                           peak_memory_bytes=generation.peak_memory_bytes,
                            extracted_answer=metrics.extract_answer(generation.text)
                            if task == "math" and condition != "reconstructed" else None)
     output.metrics = [models.Metric(name=name, reference=reference, value=value)
