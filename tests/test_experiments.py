@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from core.__main__ import main
 from core.errors import UserError
-from core.pipeline.experiments import (CONDITIONS, NO_COMPRESSION, Plan, Runner, cancel, expand, experiment_summary,
+from core.pipeline.experiments import (NO_COMPRESSION, STUDY_CONDITIONS, Plan, Runner, cancel, expand, experiment_summary,
                               find_or_create, total_units)
 from core.pipeline.service import ModelPool
 from core.pipeline.worker import Worker, job_state, submit_experiment
@@ -40,7 +40,7 @@ def test_plan_expansion(tiny_plan, tiny_checkpoint):
     # Per seed: one baseline, then 2 compressors x 2 ratios, each with the three compressed conditions.
     assert len(configs) == 2 * (1 + 4)
     assert configs[0].compressor == NO_COMPRESSION and configs[0].conditions == ("original",)
-    assert configs[1].conditions == CONDITIONS[1:]
+    assert configs[1].conditions == STUDY_CONDITIONS[1:]
     assert len({c.key for c in configs}) == len(configs)
     assert total_units(plan, 3) == 3 * 2 * (1 + 4 * 3)
     only = tiny_plan(tiny_checkpoint, conditions=["original", "compressed"])
@@ -186,5 +186,5 @@ def test_several_sources_and_the_published_study_preset():
     assert samples == sample_prompts(plan)
     study = published_study("GSAI-ML/LLaDA-8B-Instruct")
     assert study.sources() == ["gsm8k", "cnndm", "sharegpt"] and study.n_prompts == 250 and study.ratios == [2.0]
-    assert tuple(study.conditions) == CONDITIONS and study.compressors[0]["name"] == "llmlingua2"
+    assert tuple(study.conditions) == STUDY_CONDITIONS and study.compressors[0]["name"] == "llmlingua2"
     assert total_units(study, 750) == 750 * (1 + 3)

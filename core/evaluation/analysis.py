@@ -19,7 +19,7 @@ from db.session import session_scope
 EM = "exact_match@gold"
 REFERENCES = ("gold", "reference_summary", "original_output", "original_prompt")  # what metrics are scored against
 CONTINUOUS = ("bleu", "rouge1", "rouge2", "rougeL", "bertscore_p", "bertscore_r", "bertscore_f1")
-COMPRESSED_CONDITIONS = ("compressed", "reasoning_on_reconstructed")
+COMPRESSED_CONDITIONS = ("compressed", "reasoning_on_reconstructed", "reasoning_on_infilled")
 
 
 def outputs_frame(db_url: str, experiment_id: int) -> pd.DataFrame:

@@ -170,6 +170,56 @@ class LLaDAGenerator:
             encoded, lambda chunk: self._generate(chunk, params, seed, on_step), size, self.notes.append)
         return results
 
+    def infill(self, canvases: list[tuple[list, list[int]]], params: sampler.SamplerParams,
+               seed: int) -> list[Generation]:
+        """Fills the gaps of each canvas, given as (segments, masks per gap) (``core.pipeline.infill``), with
+        the reference step over every mask at once, committing as many per step as ``params`` commits
+        per answer token. A Generation's text is the whole filled prompt, its token ids the fills."""
+        rows, slots = [], []
+        for runs, counts in canvases:
+            ids = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+            gaps, where, text_before = iter(counts), [], False
+            for segment in runs:
+                if segment.kept:
+                    text = (" " if text_before else "") + segment.text
+                    ids += self.tokenizer(text, add_special_tokens=False).input_ids
+                    text_before = True
+                else:
+                    count = next(gaps)
+                    where.append(range(len(ids), len(ids) + count))
+                    ids += [self.mask_id] * count
+            rows.append(ids)
+            slots.append(where)
+        check_lengths([len(ids) for ids in rows], 0, self.info.max_length)
+        size = min(len(rows), self.max_batch or len(rows))
+        results, self.max_batch = halving_on_oom(
+            list(zip(rows, slots)), lambda chunk: self._infill(chunk, params, seed), size, self.notes.append)
+        return results
+
+    def _infill(self, chunk: list[tuple[list[int], list[range]]], params: sampler.SamplerParams,
+                seed: int) -> list[Generation]:
+        prompt, attention_mask = left_pad([ids for ids, _ in chunk], self.eos_id)
+        masks = max(sum(len(r) for r in where) for _, where in chunk)
+        steps = max(1, -(-masks * params.steps // params.gen_length))
+        rng = torch.Generator(device=self.device).manual_seed(int(seed))
+        started = time.perf_counter()
+        out = sampler.infill(self.model, prompt.to(self.device), steps=steps, mask_id=self.mask_id,
+                             temperature=params.temperature, remasking=params.remasking, rng=rng,
+                             attention_mask=attention_mask.to(self.device) if len(chunk) > 1 else None)
+        seconds = time.perf_counter() - started
+        results = []
+        for row, (ids, where) in enumerate(chunk):
+            filled = out[row, prompt.shape[1] - len(ids):].tolist()
+            ends = {self.eos_id, self.eot_id}
+            fills = [filled[i] for r in where for i in r]
+            # A gap's fill that decodes to an end token is no word: it is left out.
+            kept = [t for i, t in enumerate(filled) if not (t in ends and any(i in r for r in where))]
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            results.append(Generation(text=text.strip(), token_ids=fills, seconds=seconds, forward_calls=steps,
+                                      pieces=self.tokenizer.batch_decode([[t] for t in fills]),
+                                      tokens_processed=steps * len(ids)))
+        return results
+
     def _generate(self, encoded: list[list[int]], params: sampler.SamplerParams, seed: int,
                   on_step: StepCallback | None) -> list[Generation]:
         prompt, attention_mask = left_pad(encoded, self.eos_id)

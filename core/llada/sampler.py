@@ -267,14 +267,17 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
 
 @torch.no_grad()
 def infill(model, x: torch.Tensor, *, steps: int, mask_id: int, temperature: float = 0.0,
-           remasking: str = "low_confidence", rng: torch.Generator | None = None) -> torch.Tensor:
+           remasking: str = "low_confidence", rng: torch.Generator | None = None,
+           attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Fill the mask tokens of ``x`` (B, T), wherever they stand, in ``steps`` steps: ``generate``'s step
     with one block that is every mask of the row. Returns the filled copy."""
     x = x.clone()
     num_transfer_tokens = get_num_transfer_tokens(x == mask_id, steps)
     for i in range(steps):
         mask_index = x == mask_id
-        x0, x0_p = propose(model(x), temperature, remasking, rng)
+        if attention_mask is not None:
+            mask_index &= attention_mask.bool()  # left padding is no slot
+        x0, x0_p = propose(model(x, attention_mask=attention_mask), temperature, remasking, rng)
         transfer_index = most_confident(torch.where(mask_index, x0_p, -torch.inf), num_transfer_tokens[:, i])
         x[transfer_index] = x0[transfer_index]
     return x

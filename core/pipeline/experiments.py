@@ -28,13 +28,18 @@ from core.data import datasets
 from core.errors import UserError
 from core.generation import demo
 from core.llada.sampler import SamplerParams
-from core.pipeline import compressors, metrics, store
+from core.pipeline import compressors, infill, metrics, store
 from core.pipeline.service import CompareRequest, ModelPool, Progress, default_model, score_output
 from db import models
 from db.queries import NO_COMPRESSION, baseline_runs, condition_texts, experiment_run_id, experiment_states
 from db.session import session_scope
 
-CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed")
+CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed", "infilled",
+              "reasoning_on_infilled")
+# The published study's four, and what a plan runs unless it asks for others.
+STUDY_CONDITIONS = CONDITIONS[:4]
+# Each condition that answers a rebuilt prompt, and the reconstruction it answers.
+REASONING_ON = {"reasoning_on_reconstructed": "reconstructed", "reasoning_on_infilled": "infilled"}
 
 
 @dataclass
@@ -46,7 +51,7 @@ class Plan:
     sample_seed: int = 0
     compressors: list[dict] = field(default_factory=lambda: [{"name": "llmlingua2", "params": {}}])
     ratios: list[float] = field(default_factory=lambda: [2.0])
-    conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
+    conditions: list[str] = field(default_factory=lambda: list(STUDY_CONDITIONS))
     seeds: list[int] = field(default_factory=lambda: [0])
     models: list[str] = field(default_factory=list)  # empty: the app's default model
     preset: str | None = None
@@ -55,6 +60,8 @@ class Plan:
     instructions: dict[str, str] | None = None  # per task; None: TASK_INSTRUCTIONS (none for the demo model)
     bertscore_backbone: str | None = None
     batch_size: int = 16
+    infill_length: str = "oracle"  # masks per gap of the infilled condition: core.pipeline.infill.LENGTH_RULES
+    infill_k: int = infill.DEFAULT_K  # masks per gap under the "fixed" rule
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Plan":
@@ -89,8 +96,10 @@ class Plan:
         bad = [c for c in self.conditions if c not in CONDITIONS]
         if bad or not self.conditions:
             raise UserError(f"Conditions must be among {', '.join(CONDITIONS)}; got {', '.join(bad) or 'none'}")
-        if "reasoning_on_reconstructed" in self.conditions and "reconstructed" not in self.conditions:
-            raise UserError("reasoning_on_reconstructed needs the reconstructed condition too")
+        for reasoning, rebuilt in REASONING_ON.items():
+            if reasoning in self.conditions and rebuilt not in self.conditions:
+                raise UserError(f"{reasoning} needs the {rebuilt} condition too")
+        infill.check_rule(self.infill_length, self.infill_k)
         if any(c != "original" for c in self.conditions):
             if not self.compressors or not self.ratios:
                 raise UserError("A plan with compressed conditions needs at least one compressor and one ratio")
@@ -179,7 +188,7 @@ def published_study(model: str | None = None) -> Plan:
     LLMLingua-2 at ratio 2, the four conditions, one seed."""
     return Plan(name="published study: LLMLingua-2 x2 on LLaDA", source=["gsm8k", "cnndm", "sharegpt"],
                 n_prompts=250, compressors=[{"name": "llmlingua2", "params": {}}], ratios=[2.0],
-                conditions=list(CONDITIONS), seeds=[0], models=[model] if model else [],
+                conditions=list(STUDY_CONDITIONS), seeds=[0], models=[model] if model else [],
                 gen_length={"math": 256, "summarization": 256, "chat": 256})
 
 
@@ -191,9 +200,10 @@ def find_or_create(plan: Plan, db_url: str) -> int:
     """The experiment with this exact plan, or a new one; running it again resumes it."""
     plan.validate()
     wanted = plan.to_dict()
+    defaults = Plan().to_dict()  # a plan stored before a key existed meant that key's default
     with session_scope(db_url) as session:
         for experiment in session.scalars(select(models.Experiment).where(models.Experiment.name == plan.name)):
-            if experiment.plan == wanted:
+            if {**defaults, **experiment.plan} == wanted:
                 return experiment.id
         experiment = models.Experiment(name=plan.name, plan=wanted,
                                        total_units=total_units(plan, len(sample_prompts(plan))))
@@ -297,12 +307,16 @@ class Runner:
                 todo = missing[condition]
                 if not todo:
                     continue
-                prompts = [self._prompt(condition, config, s, cuts, stored) for s in todo]
+                prompts = [self._prompt(condition, config, s, cuts, stored, generator) for s in todo]
                 for task in sorted({s.task for s in todo}):
                     rows = [i for i, s in enumerate(todo) if s.task == task]
                     params = self.plan.generation_params(config.model, task, condition)
                     began = time.perf_counter()
-                    generations = generator.generate([prompts[i] for i in rows], params, config.seed)
+                    if condition == "infilled":
+                        generations = infill_with(generator, [self._canvas(cuts[todo[i].source_id], generator)
+                                                              for i in rows], params, config.seed)
+                    else:
+                        generations = generator.generate([prompts[i] for i in rows], params, config.seed)
                     self.generate_seconds += time.perf_counter() - began
                     self.generated_tokens += sum(generator.count_tokens(g.text) for g in generations)
                     self._write(run_id, config, condition, [todo[i] for i in rows], [prompts[i] for i in rows],
@@ -312,7 +326,12 @@ class Runner:
                 self._report(done, total, started, config, condition, generator)
         return done
 
-    def _prompt(self, condition: str, config: RunSpec, sample: datasets.Sample, cuts: dict, stored: dict) -> str:
+    def _canvas(self, cut, generator) -> tuple[list[infill.Segment], list[int]]:
+        runs = infill.segments(cut.words)
+        return runs, infill.mask_counts(runs, self.plan.infill_length, self.plan.infill_k, generator.count_tokens)
+
+    def _prompt(self, condition: str, config: RunSpec, sample: datasets.Sample, cuts: dict, stored: dict,
+                generator) -> str:
         instruction = self.plan.instruction(config.model, sample.task)
         if condition == "original":
             return datasets.instructed(instruction, sample.prompt)
@@ -320,7 +339,9 @@ class Runner:
             return datasets.instructed(instruction, cuts[sample.source_id].compressed)
         if condition == "reconstructed":
             return f"{datasets.RECONSTRUCT_INSTRUCTION}\n\n{cuts[sample.source_id].compressed}"
-        return datasets.instructed(instruction, stored["reconstructed"][sample.source_id])
+        if condition == "infilled":
+            return infill.shown(*self._canvas(cuts[sample.source_id], generator))
+        return datasets.instructed(instruction, stored[REASONING_ON[condition]][sample.source_id])
 
     def _write(self, run_id: int, config: RunSpec, condition: str, samples, prompts, generations, cuts, originals,
                generator) -> None:
@@ -328,11 +349,13 @@ class Runner:
         with session_scope(self.db_url) as session:
             for sample, prompt, generation in zip(samples, prompts, generations):
                 item = store.item_of(session, run_id, sample)
-                cut = cuts.get(sample.source_id) if condition == "compressed" else None
-                row = store.new_condition(condition, prompt, generator.count_tokens(prompt), cut=cut)
+                cut = cuts.get(sample.source_id)
+                row = store.new_condition(condition, prompt, generator.count_tokens(prompt),
+                                          cut=cut if condition in ("compressed", "infilled") else None)
                 scores = score_output(sample.task, condition, generation.text, gold=sample.gold_answer,
                                       reference=sample.reference, original_output=originals.get(sample.source_id),
-                                      original_prompt=sample.prompt, backbone=self.backbone)
+                                      original_prompt=sample.prompt, backbone=self.backbone,
+                                      words=cut.words if cut else None)
                 row.outputs.append(store.new_output(config.seed, generation, task=sample.task, condition=condition,
                                                     scores=scores))
                 item.conditions.append(row)
@@ -349,6 +372,13 @@ class Runner:
 
     def summary(self) -> dict:
         return experiment_summary(self.db_url, self.experiment_id)
+
+
+def infill_with(generator, canvases: list, params: SamplerParams, seed: int) -> list:
+    """The generator's infill of ``canvases``; an autoregressive control has none, and says so."""
+    if not hasattr(generator, "infill"):
+        raise UserError(f"{generator.info.model_id} is autoregressive: the infilled conditions need a diffusion model")
+    return generator.infill(canvases, params, seed)
 
 
 def experiment_summary(db_url: str, experiment_id: int) -> dict:

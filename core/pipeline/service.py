@@ -17,7 +17,7 @@ from core.data.datasets import Sample
 from core.errors import UserError
 from core.generation.generator import Generator, LLaDAGenerator
 from core.llada.sampler import PRESETS, SamplerParams
-from core.pipeline import compressors, metrics, store
+from core.pipeline import compressors, infill, metrics, store
 from db.queries import run_view
 from db.session import session_scope
 
@@ -175,15 +175,18 @@ def default_preset(model_id: str) -> str:
 
 
 def score_output(task: str, condition: str, text: str, *, gold: str | None, reference: str | None,
-                 original_output: str | None, original_prompt: str | None, backbone: str) -> dict[str, dict[str, float]]:
+                 original_output: str | None, original_prompt: str | None, backbone: str,
+                 words: list | None = None) -> dict[str, dict[str, float]]:
     """Metric values by reference for one output of one condition.
 
-    A reconstruction is scored against the original prompt; every other output against the gold
+    A reconstruction is scored against the original prompt (with the share of dropped words and
+    numbers it restored, given the compression's ``words``); every other output against the gold
     answer and the reference summary where they exist, and, unless it is the original, against
     the original prompt's output (with answer agreement for math).
     """
-    if condition == "reconstructed":
-        return {"original_prompt": metrics.text_metrics(text, original_prompt or "", backbone)}
+    if condition in infill.RECONSTRUCTIONS:
+        versus = metrics.text_metrics(text, original_prompt or "", backbone)
+        return {"original_prompt": versus | (infill.restored(words, text) if words else {})}
     scores: dict[str, dict[str, float]] = {}
     if gold is not None:
         scores["gold"] = {"exact_match": metrics.exact_match(metrics.extract_answer(text), gold)}
