@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--sampler-option", action="append", default=[], metavar="KEY=VALUE",
                      help="override a sampler parameter, e.g. gen_length=64 (repeatable)")
     cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--conditions", default="original,compressed",
+                     help="comma separated: original and compressed, and any of reconstructed, "
+                          "reasoning_on_reconstructed, infilled, reasoning_on_infilled")
+    cmp.add_argument("--infill-length", default="oracle", help="masks per gap of the infill: oracle | fixed")
+    cmp.add_argument("--infill-k", type=int, default=2, help="masks per gap under --infill-length fixed")
     cmp.add_argument("--task", default="custom", help="math | summarization | chat | custom")
     cmp.add_argument("--gold", help="GSM8K-style gold solution or answer (text after '####' is the answer)")
     cmp.add_argument("--reference", help="reference summary")
@@ -104,6 +109,8 @@ def run_compare(args) -> int:
         preset=args.preset, sampler=dict(parse_option(o) for o in args.sampler_option) or None, seed=args.seed,
         task=args.task if gold is None or args.task != "custom" else "math", source="cli", gold_solution=gold,
         reference=args.reference, bertscore_backbone=args.bertscore_backbone,
+        conditions=[c.strip() for c in args.conditions.split(",") if c.strip()], infill_length=args.infill_length,
+        infill_k=args.infill_k,
     )
 
     def progress(fraction: float, message: str) -> None:
@@ -129,6 +136,8 @@ def print_human(view: dict) -> None:
     print(f"\ncompressed prompt:\n{view['compressed_prompt']}\n")
     print(f"output on original prompt:\n{view['original_output']}\n")
     print(f"output on compressed prompt:\n{view['compressed_output']}\n")
+    for other in view["other_conditions"]:
+        print(f"{other['name']}:\n{other['output']}\n")
     for condition, tables in view["metrics"].items():
         for reference, values in tables.items():
             shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items())

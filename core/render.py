@@ -17,6 +17,8 @@ STYLE = """<style>
 .cl-ins{background:#d3f5d9;color:#135c22}
 .cl-del{background:#ffd7d5;color:#8a1c14;text-decoration:line-through}
 .cl-unaligned{border-bottom:1px dotted #999}
+.cl-restored{background:#d3f5d9;color:#135c22;font-weight:600}
+.cl-new{background:#fff1c2;color:#6b4e00}
 </style>"""
 
 
@@ -49,6 +51,14 @@ def marked_prompt_html(original: str, words: list[dict]) -> str:
         note = ('<div class="cl-unaligned">Dropped words not found verbatim in the prompt: '
                 + escape(" ".join(unaligned)) + "</div>")
     return f'{STYLE}<div class="cl-text">{"".join(pieces)}</div>{note}'
+
+
+def reconstruction_html(pieces: list[tuple[str, str]]) -> str:
+    """A reconstruction from ``core.pipeline.infill.marked``: restored words green, words new to the prompt amber."""
+    titles = {"restored": "a dropped word, brought back", "new": "not in the original prompt"}
+    html = "".join(f'<span class="cl-{mark}" title="{titles[mark]}">{escape(text)}</span>' if mark else escape(text)
+                   for text, mark in pieces)
+    return f'{STYLE}<div class="cl-text">{html}</div>'
 
 
 def word_diff(a: str, b: str) -> list[tuple[str, str]]:

@@ -111,13 +111,14 @@ TAG_MAX_CHARS = 60
 
 
 def run_view(session: Session, run_id: int) -> dict:
-    """A Playground run: its one prompt, original and compressed."""
+    """A Playground run: its one prompt, original and compressed, and the reconstructions it ran."""
     run = session.get(Run, run_id)
     if run is None:
         raise KeyError(run_id)
     item = run.items[0]
     by_name = {c.name: c for c in item.conditions}
-    return _side_by_side(run, item, by_name["original"], by_name["compressed"], [])
+    extra = [c for c in item.conditions if c.name not in ("original", "compressed")]
+    return _side_by_side(run, item, by_name["original"], by_name["compressed"], extra)
 
 
 def item_view(session: Session, run_id: int, source_id: str) -> dict:

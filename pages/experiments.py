@@ -11,8 +11,9 @@ from sqlalchemy import select
 from core.data import datasets
 from core.errors import UserError
 from core.llada.sampler import PRESETS
-from core.pipeline import compressors
-from core.pipeline.experiments import CONDITIONS, Plan, cancel, published_study
+from core.pipeline import compressors, infill
+from core.pipeline.conditions import CONDITIONS, STUDY_CONDITIONS
+from core.pipeline.experiments import Plan, cancel, published_study
 from core.pipeline.service import default_model, default_source
 from core.pipeline.worker import submit_experiment
 from db.models import Experiment
@@ -44,8 +45,16 @@ def plan_section() -> dict:
                                               format_func=lambda k: compressors.REGISTRY[k].label)
     form["ratios"] = cols[1].text_input("Ratios", value="1.3, 1.5, 2, 3, 5", help="comma separated, each in (1, 20]")
     form["seeds"] = cols[2].text_input("Seeds", value="0")
-    form["conditions"] = st.multiselect("Conditions", list(CONDITIONS), default=list(CONDITIONS),
-                                        help="'original' is the uncompressed baseline, run once per model and seed")
+    form["conditions"] = st.multiselect("Conditions", list(CONDITIONS), default=list(STUDY_CONDITIONS),
+                                        help="'original' is the uncompressed baseline, run once per model and seed; "
+                                             "the infilled ones need a diffusion model")
+    if "infilled" in form["conditions"]:
+        cols = st.columns(2)
+        form["infill_length"] = cols[0].radio(
+            "Masks per gap of the infill", infill.LENGTH_RULES, horizontal=True,
+            format_func={"oracle": "oracle: the dropped words' token count", "fixed": "fixed: k per gap"}.get)
+        form["infill_k"] = int(cols[1].number_input("k (fixed rule)", min_value=1, max_value=64,
+                                                    value=infill.DEFAULT_K, disabled=form["infill_length"] != "fixed"))
     cols = st.columns([3, 1, 1])
     models = cols[0].text_area("Models, one per line (LLaDA or a causal LM as the control)", value=default_model())
     form["models"] = [m.strip() for m in models.splitlines() if m.strip()]
@@ -129,7 +138,8 @@ def build_plan(form: dict, own: dict, gen_length: dict, instructions: dict) -> P
         "compressors": [{"name": c, "params": {}} for c in form["compressors"]],
         "ratios": numbers(form["ratios"]), "conditions": form["conditions"], "seeds": numbers(form["seeds"], int),
         "models": form["models"], "preset": form["preset"], "gen_length": gen_length,
-        "instructions": instructions, "batch_size": int(form["batch_size"])})
+        "instructions": instructions, "batch_size": int(form["batch_size"]),
+        "infill_length": form.get("infill_length", "oracle"), "infill_k": form.get("infill_k", infill.DEFAULT_K)})
 
 
 @st.fragment(run_every=2.0)

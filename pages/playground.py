@@ -11,10 +11,11 @@ from core.generation import demo
 from core.generation.ar import PACKAGED_SMOLLM2
 from core.llada.loader import available_locally
 from core.llada.sampler import CACHES, MODES, PRESETS, REMASKING, SamplerParams
-from core.pipeline import compressors, metrics
+from core.pipeline import compressors, infill, metrics
+from core.pipeline.conditions import CONDITIONS
 from core.pipeline.service import CompareRequest, default_model, default_preset, default_source
 from core.pipeline.worker import job_state, submit_compare
-from pages.shared import db_url, get_worker, load_view, show_run
+from pages.shared import CONDITION_TITLES, db_url, get_worker, load_view, show_run
 
 state = st.session_state
 
@@ -131,6 +132,25 @@ def sampler_section(model: str, preset: str) -> dict | None:
     return sampler
 
 
+def conditions_section() -> dict:
+    """Reconstructions to run besides the two outputs: by instruction, and by infill (diffusion models)."""
+    extra = st.multiselect("Also reconstruct the original prompt", [c for c in CONDITIONS if c not in
+                                                                     ("original", "compressed")],
+                           format_func=CONDITION_TITLES.get,
+                           help="Infill: the compressed prompt with masks where words were dropped, filled by the "
+                                "diffusion model itself; a 'reasoning' condition answers the rebuilt prompt.")
+    chosen = {"conditions": ["original", "compressed", *extra]}
+    if "infilled" in extra:
+        cols = st.columns(2)
+        chosen["infill_length"] = cols[0].radio(
+            "Masks per gap", infill.LENGTH_RULES, horizontal=True,
+            format_func={"oracle": "oracle: the dropped words' token count", "fixed": "fixed: k per gap"}.get)
+        chosen["infill_k"] = int(cols[1].number_input("k (fixed rule)", min_value=1, max_value=64,
+                                                      value=infill.DEFAULT_K,
+                                                      disabled=chosen["infill_length"] != "fixed"))
+    return chosen
+
+
 def submit(request: CompareRequest) -> None:
     try:
         state["job_id"] = submit_compare(db_url(), request)
@@ -168,8 +188,9 @@ prompt, sample = prompt_section()
 compressor, ratio, seed, compressor_params = compressor_section()
 model, preset, backbone = model_section()
 sampler = sampler_section(model, preset)
+conditions = conditions_section()
 if st.button("Run", type="primary"):
-    submit(CompareRequest(
+    submit(CompareRequest(**conditions,
         prompt=prompt, compressor=compressor, ratio=ratio, compressor_params=compressor_params, model=model,
         preset=preset, sampler=sampler, seed=seed, bertscore_backbone=backbone,
         task=sample["task"] if sample else "custom", source=sample["source"] if sample else "pasted",

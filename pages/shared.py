@@ -11,6 +11,8 @@ from sqlalchemy import select
 
 from core import paths, render
 from core.llada.sampler import SamplerParams
+from core.pipeline import infill
+from core.pipeline.conditions import RECONSTRUCTIONS
 from core.pipeline.worker import Worker, in_process_worker
 from db.models import Experiment
 from db.queries import experiment_states, item_view, run_view
@@ -61,8 +63,10 @@ def load_item_view(run_id: int, source_id: str) -> dict | None:
             return None
 
 
-CONDITION_TITLES = {"reconstructed": "Reconstruction of the original prompt from the compressed one",
-                    "reasoning_on_reconstructed": "Output on the reconstructed prompt"}
+CONDITION_TITLES = {"reconstructed": "Reconstruction asked by instruction",
+                    "reasoning_on_reconstructed": "Output on the reconstructed prompt",
+                    "infilled": "Reconstruction by infill (masks where words were dropped)",
+                    "reasoning_on_infilled": "Output on the infilled prompt"}
 
 
 def sampler_label(stored: dict) -> str:
@@ -146,8 +150,24 @@ def show_metrics(view: dict, rows: list[dict]) -> None:
 
 
 def show_other_conditions(view: dict) -> None:
-    """An experiment's further conditions of this prompt: the reconstruction and the output on it."""
+    """The further conditions of this prompt: the reconstructions side by side (instruction and infill),
+    each word that brings back a dropped one coloured, then the outputs on them."""
+    rebuilt = [c for c in view["other_conditions"] if c["name"] in RECONSTRUCTIONS]
+    if rebuilt:
+        st.subheader("Reconstructions of the original prompt")
+        st.caption("Green: a word the compressor dropped, brought back. Amber: a word the original prompt does not "
+                   "hold. The share restored counts each dropped word once, after the kept words claim theirs.")
+        for column, condition in zip(st.columns(len(rebuilt)), rebuilt):
+            with column:
+                st.markdown(f"**{CONDITION_TITLES[condition['name']]}**")
+                st.caption("Given to the model")
+                st.html(render.text_html(condition["prompt"]))
+                st.caption("Reconstruction")
+                st.html(render.reconstruction_html(infill.marked(view["words"], condition["output"])))
+                show_condition_scores(condition)
     for condition in view["other_conditions"]:
+        if condition in rebuilt:
+            continue
         st.subheader(CONDITION_TITLES.get(condition["name"], condition["name"]))
         left, right = st.columns(2)
         with left:
@@ -158,6 +178,10 @@ def show_other_conditions(view: dict) -> None:
             if condition["extracted_answer"] is not None:
                 st.text(f"Extracted answer: {condition['extracted_answer']}")
             st.html(render.text_html(condition["output"]))
-        scores = [{"against": reference, **values} for reference, values in condition["metrics"].items()]
-        if scores:
-            st.dataframe(pd.DataFrame(scores).set_index("against"), width="stretch")
+        show_condition_scores(condition)
+
+
+def show_condition_scores(condition: dict) -> None:
+    scores = [{"against": reference, **values} for reference, values in condition["metrics"].items()]
+    if scores:
+        st.dataframe(pd.DataFrame(scores).set_index("against"), width="stretch")

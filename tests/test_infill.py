@@ -40,6 +40,14 @@ def test_restored_counts_each_dropped_word_once_beyond_the_kept_ones():
     assert infill.restored(words("a b a", [True, False, True]), "a a b a") == {"dropped_words_restored": 1.0}
 
 
+def test_marks_agree_with_the_restored_share():
+    text = "Tom has 3 green apples and buys 15 more at the market"
+    pieces = infill.marked(words(), text)
+    assert "".join(p for p, _ in pieces) == text
+    assert [p for p, m in pieces if m == "restored"] == ["3", "buys", "15", "the"]
+    assert [p for p, m in pieces if m == "new"] == ["green", "market"]
+
+
 def test_infill_writes_only_into_mask_positions(tiny_checkpoint):
     generator = LLaDAGenerator(str(tiny_checkpoint), "cpu")
     ids = generator.tokenizer("Tom has 3 apples and buys 5 more", add_special_tokens=False).input_ids
@@ -96,10 +104,31 @@ def test_an_experiment_runs_and_scores_both_reconstructions(tiny_plan, tiny_chec
 
 
 def test_the_autoregressive_control_cannot_infill():
-    from core.pipeline.experiments import infill_with
+    from core.pipeline import conditions
 
     class Control:
         info = type("Info", (), {"model_id": "smollm2-135m-instruct"})()
 
     with pytest.raises(UserError, match="autoregressive: the infilled conditions need a diffusion model"):
-        infill_with(Control(), [], sampler.SamplerParams(), 0)
+        conditions.generate(Control(), "infilled", [], [], sampler.SamplerParams(), 0)
+
+
+def test_a_comparison_runs_the_reconstructions_it_is_asked_for(tiny_checkpoint, db_url, capsys):
+    import json
+
+    from core.__main__ import main
+
+    assert main(["compare", "--model", str(tiny_checkpoint), "--prompt", PROMPT, "--compressor", "random",
+                 "--ratio", "2", "--preset", "small", "--db", db_url, "--json", "--infill-length", "fixed",
+                 "--conditions", "original,compressed,reconstructed,infilled,reasoning_on_infilled"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    others = {c["name"]: c for c in view["other_conditions"]}
+    assert list(others) == ["reconstructed", "infilled", "reasoning_on_infilled"]
+    gaps = sum(1 for s in infill.segments(view["words"]) if not s.kept)
+    assert others["infilled"]["prompt"].count(infill.MASK_SHOWN) == 2 * gaps
+    assert others["reasoning_on_infilled"]["prompt"] == others["infilled"]["output"]
+    for rebuilt in ("reconstructed", "infilled"):
+        assert "dropped_words_restored" in others[rebuilt]["metrics"]["original_prompt"]
+    assert main(["compare", "--model", str(tiny_checkpoint), "--prompt", PROMPT, "--compressor", "random",
+                 "--db", db_url, "--conditions", "original,compressed,reasoning_on_infilled"]) == 2
+    assert "reasoning_on_infilled needs the infilled condition too" in capsys.readouterr().err

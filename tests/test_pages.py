@@ -92,6 +92,37 @@ def test_playground_run_end_to_end(page_env):
     assert at.success[0].value == f"Run #{view['run_id']} saved."
 
 
+def test_playground_reconstructs_by_instruction_and_by_infill_side_by_side(page_env):
+    from core.pipeline import infill
+    from core.render import reconstruction_html
+    from pages.shared import load_view
+
+    at = AppTest.from_file(str(PAGES / "playground.py"), default_timeout=120)
+    at.run()
+    at.text_area(key="prompt").input(HOSTILE)
+    at.selectbox[1].select_index(list(REGISTRY).index("random"))
+    at.multiselect[0].set_value(["reconstructed", "infilled", "reasoning_on_infilled"])
+    at.run()
+    at.radio[0].set_value("fixed")
+    at.run()
+    next(b for b in at.button if b.label == "Run").click()
+    at.run()
+    state = wait_for_job(page_env, at.session_state["job_id"])
+    assert state["status"] == "done", state
+    at.run()
+    assert not at.exception and not at.error
+    view = load_view(state["run_id"])
+    others = {c["name"]: c for c in view["other_conditions"]}
+    assert others["infilled"]["prompt"].count(infill.MASK_SHOWN) == 2 * sum(
+        1 for s in infill.segments(view["words"]) if not s.kept)
+    bodies = html_bodies(at)
+    for rebuilt in ("reconstructed", "infilled"):  # each coloured by its own restored words, escaped
+        assert reconstruction_html(infill.marked(view["words"], others[rebuilt]["output"])) in bodies
+    assert "<script>alert" not in "\n".join(bodies)
+    headers = [s.value for s in at.subheader]
+    assert "Reconstructions of the original prompt" in headers and "Output on the infilled prompt" in headers
+
+
 def test_playground_rejects_bad_input_without_storing(page_env, monkeypatch):
     at = playground("   ")
     assert at.error[0].value == "The prompt is empty: paste a prompt or sample one."

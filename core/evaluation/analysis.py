@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from core.evaluation.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread, unpaired_bootstrap
-from core.pipeline.experiments import CONDITIONS
+from core.pipeline.conditions import CONDITIONS
 from db.queries import output_rows
 from db.session import session_scope
 

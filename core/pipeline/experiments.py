@@ -28,18 +28,13 @@ from core.data import datasets
 from core.errors import UserError
 from core.generation import demo
 from core.llada.sampler import SamplerParams
-from core.pipeline import compressors, infill, metrics, store
+from core.pipeline import compressors, conditions, infill, metrics, store
+from core.pipeline.conditions import CONDITIONS, STUDY_CONDITIONS
 from core.pipeline.service import CompareRequest, ModelPool, Progress, default_model, score_output
 from db import models
 from db.queries import NO_COMPRESSION, baseline_runs, condition_texts, experiment_run_id, experiment_states
 from db.session import session_scope
 
-CONDITIONS = ("original", "compressed", "reconstructed", "reasoning_on_reconstructed", "infilled",
-              "reasoning_on_infilled")
-# The published study's four, and what a plan runs unless it asks for others.
-STUDY_CONDITIONS = CONDITIONS[:4]
-# Each condition that answers a rebuilt prompt, and the reconstruction it answers.
-REASONING_ON = {"reasoning_on_reconstructed": "reconstructed", "reasoning_on_infilled": "infilled"}
 
 
 @dataclass
@@ -93,12 +88,7 @@ class Plan:
             raise UserError(f"Two prompt sources share a name ({', '.join(names)}); their prompt ids would collide")
         if int(self.n_prompts) < 1 or int(self.batch_size) < 1:
             raise UserError("n_prompts and batch_size must be at least 1")
-        bad = [c for c in self.conditions if c not in CONDITIONS]
-        if bad or not self.conditions:
-            raise UserError(f"Conditions must be among {', '.join(CONDITIONS)}; got {', '.join(bad) or 'none'}")
-        for reasoning, rebuilt in REASONING_ON.items():
-            if reasoning in self.conditions and rebuilt not in self.conditions:
-                raise UserError(f"{reasoning} needs the {rebuilt} condition too")
+        conditions.check(self.conditions)
         infill.check_rule(self.infill_length, self.infill_k)
         if any(c != "original" for c in self.conditions):
             if not self.compressors or not self.ratios:
@@ -312,11 +302,10 @@ class Runner:
                     rows = [i for i, s in enumerate(todo) if s.task == task]
                     params = self.plan.generation_params(config.model, task, condition)
                     began = time.perf_counter()
-                    if condition == "infilled":
-                        generations = infill_with(generator, [self._canvas(cuts[todo[i].source_id], generator)
-                                                              for i in rows], params, config.seed)
-                    else:
-                        generations = generator.generate([prompts[i] for i in rows], params, config.seed)
+                    canvases = ([self._canvas(cuts[todo[i].source_id], generator) for i in rows]
+                                if condition == "infilled" else [])
+                    generations = conditions.generate(generator, condition, [prompts[i] for i in rows], canvases,
+                                                      params, config.seed)
                     self.generate_seconds += time.perf_counter() - began
                     self.generated_tokens += sum(generator.count_tokens(g.text) for g in generations)
                     self._write(run_id, config, condition, [todo[i] for i in rows], [prompts[i] for i in rows],
@@ -327,21 +316,15 @@ class Runner:
         return done
 
     def _canvas(self, cut, generator) -> tuple[list[infill.Segment], list[int]]:
-        runs = infill.segments(cut.words)
-        return runs, infill.mask_counts(runs, self.plan.infill_length, self.plan.infill_k, generator.count_tokens)
+        return conditions.canvas(cut, self.plan.infill_length, self.plan.infill_k, generator.count_tokens)
 
     def _prompt(self, condition: str, config: RunSpec, sample: datasets.Sample, cuts: dict, stored: dict,
                 generator) -> str:
-        instruction = self.plan.instruction(config.model, sample.task)
-        if condition == "original":
-            return datasets.instructed(instruction, sample.prompt)
-        if condition == "compressed":
-            return datasets.instructed(instruction, cuts[sample.source_id].compressed)
-        if condition == "reconstructed":
-            return f"{datasets.RECONSTRUCT_INSTRUCTION}\n\n{cuts[sample.source_id].compressed}"
-        if condition == "infilled":
-            return infill.shown(*self._canvas(cuts[sample.source_id], generator))
-        return datasets.instructed(instruction, stored[REASONING_ON[condition]][sample.source_id])
+        cut = cuts.get(sample.source_id)
+        return conditions.prompt_for(
+            condition, instruction=self.plan.instruction(config.model, sample.task), prompt=sample.prompt, cut=cut,
+            rebuilt={c: texts.get(sample.source_id) for c, texts in stored.items()},
+            infill_canvas=self._canvas(cut, generator) if condition == "infilled" else None)
 
     def _write(self, run_id: int, config: RunSpec, condition: str, samples, prompts, generations, cuts, originals,
                generator) -> None:
@@ -372,13 +355,6 @@ class Runner:
 
     def summary(self) -> dict:
         return experiment_summary(self.db_url, self.experiment_id)
-
-
-def infill_with(generator, canvases: list, params: SamplerParams, seed: int) -> list:
-    """The generator's infill of ``canvases``; an autoregressive control has none, and says so."""
-    if not hasattr(generator, "infill"):
-        raise UserError(f"{generator.info.model_id} is autoregressive: the infilled conditions need a diffusion model")
-    return generator.infill(canvases, params, seed)
 
 
 def experiment_summary(db_url: str, experiment_id: int) -> dict:

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 from core.errors import UserError
 
-# Conditions whose output is a rebuilt prompt, scored against the original prompt.
-RECONSTRUCTIONS = ("reconstructed", "infilled")
 LENGTH_RULES = ("oracle", "fixed")
 DEFAULT_K = 2
 MASK_SHOWN = "[MASK]"  # how a canvas's mask tokens are written in a stored prompt
@@ -71,6 +69,29 @@ def shown(runs: list[Segment], counts: list[int]) -> str:
 
 def _words(text: str) -> list[str]:
     return [w.strip(".,'-").lower() for w in _WORD.findall(text) if w.strip(".,'-")]
+
+
+def marked(words, reconstruction: str) -> list[tuple[str, str]]:
+    """``reconstruction`` in pieces (text, mark): "restored" for a word that brings back a dropped one,
+    "new" for a word the original prompt does not hold, "" otherwise; kept words claim theirs first,
+    as in ``restored``."""
+    runs = segments(words)
+    kept = Counter(_words(" ".join(s.text for s in runs if s.kept)))
+    dropped = Counter(_words(" ".join(s.text for s in runs if not s.kept)))
+    pieces = []
+    for piece in re.split(r"(\s+)", reconstruction):
+        found = _words(piece)
+        word = found[0] if len(found) == 1 else None
+        mark = ""
+        if word is not None and kept[word] > 0:
+            kept[word] -= 1
+        elif word is not None and dropped[word] > 0:
+            dropped[word] -= 1
+            mark = "restored"
+        elif word is not None and word not in kept and word not in dropped:
+            mark = "new"
+        pieces.append((piece, mark))
+    return pieces
 
 
 def restored(words, reconstruction: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ from core.data.datasets import Sample
 from core.errors import UserError
 from core.generation.generator import Generator, LLaDAGenerator
 from core.llada.sampler import PRESETS, SamplerParams
-from core.pipeline import compressors, infill, metrics, store
+from core.pipeline import compressors, conditions, infill, metrics, store
 from db.queries import run_view
 from db.session import session_scope
 
@@ -42,6 +42,10 @@ class CompareRequest:
     gold_solution: str | None = None
     reference: str | None = None
     bertscore_backbone: str | None = None
+    # Always original and compressed; any of the reconstructions of core.pipeline.conditions besides.
+    conditions: list[str] = field(default_factory=lambda: ["original", "compressed"])
+    infill_length: str = "oracle"
+    infill_k: int = infill.DEFAULT_K
 
     @classmethod
     def from_dict(cls, raw: dict) -> "CompareRequest":
@@ -80,6 +84,10 @@ class CompareRequest:
             raise UserError("The prompt is empty: paste a prompt or sample one.")
         compressors.check_ratio(self.ratio)
         compressors.get_compressor(self.compressor, **self.compressor_params)
+        conditions.check(self.conditions)
+        if not {"original", "compressed"} <= set(self.conditions):
+            raise UserError("A comparison always runs the original and the compressed prompt")
+        infill.check_rule(self.infill_length, self.infill_k)
         self.sampler_params()
         datasets.check_task(self.task)
 
@@ -184,7 +192,7 @@ def score_output(task: str, condition: str, text: str, *, gold: str | None, refe
     answer and the reference summary where they exist, and, unless it is the original, against
     the original prompt's output (with answer agreement for math).
     """
-    if condition in infill.RECONSTRUCTIONS:
+    if condition in conditions.RECONSTRUCTIONS:
         versus = metrics.text_metrics(text, original_prompt or "", backbone)
         return {"original_prompt": versus | (infill.restored(words, text) if words else {})}
     scores: dict[str, dict[str, float]] = {}
@@ -226,18 +234,29 @@ def compare(request: CompareRequest, pool: ModelPool, db_url: str, progress: Pro
         raise UserError("The compressor removed every word; use a smaller ratio.")
 
     def on_step(done: int, total: int) -> None:
-        say(0.15 + 0.70 * done / total, f"Generating both outputs: step {done}/{total}")
+        say(0.15 + 0.60 * done / total, f"Generating both outputs: step {done}/{total}")
 
     say(0.15, "Generating both outputs")
-    original_gen, compressed_gen = generator.generate([prompt, compression.compressed], params, request.seed, on_step)
-    timings["generate_s"] = original_gen.seconds
+    prompts = {"original": prompt, "compressed": compression.compressed}
+    outputs = dict(zip(prompts, generator.generate(list(prompts.values()), params, request.seed, on_step)))
+    timings["generate_s"] = outputs["original"].seconds
+    for condition in [c for c in conditions.CONDITIONS if c in request.conditions and c not in prompts]:
+        say(0.78, f"Generating the {condition} condition")
+        canvas = (conditions.canvas(compression, request.infill_length, request.infill_k, generator.count_tokens)
+                  if condition == "infilled" else None)
+        prompts[condition] = conditions.prompt_for(condition, instruction="", prompt=prompt, cut=compression,
+                                                   rebuilt={c: g.text for c, g in outputs.items()},
+                                                   infill_canvas=canvas)
+        [outputs[condition]] = conditions.generate(generator, condition, [prompts[condition]], [canvas], params,
+                                                   request.seed)
 
     say(0.88, f"Scoring (BERTScore: {backbone})")
     started = time.perf_counter()
     gold = metrics.gold_answer(request.gold_solution) if request.gold_solution else None
     scores = {name: score_output(request.task, name, gen.text, gold=gold, reference=request.reference,
-                                 original_output=original_gen.text, original_prompt=prompt, backbone=backbone)
-              for name, gen in (("original", original_gen), ("compressed", compressed_gen))}
+                                 original_output=outputs["original"].text, original_prompt=prompt, backbone=backbone,
+                                 words=compression.words)
+              for name, gen in outputs.items()}
     timings["score_s"] = time.perf_counter() - started
 
     say(0.97, "Saving the run")
@@ -249,17 +268,21 @@ def compare(request: CompareRequest, pool: ModelPool, db_url: str, progress: Pro
         item = store.new_item(Sample(request.source, request.source_id, request.task, prompt,
                                      request.gold_solution, request.reference))
         run.items.append(item)
-        conditions = {
+        rows = {
             "original": store.new_condition("original", prompt, compression.original_tokens,
                                             prompt_tokens_cl100k=compression.original_tokens_cl100k),
             "compressed": store.new_condition("compressed", compression.compressed, compression.compressed_tokens,
                                               cut=compression,
                                               prompt_tokens_cl100k=compression.compressed_tokens_cl100k),
         }
-        for name, gen in (("original", original_gen), ("compressed", compressed_gen)):
-            conditions[name].outputs.append(store.new_output(request.seed, gen, task=request.task, condition=name,
-                                                             scores=scores[name]))
-            item.conditions.append(conditions[name])
+        for name, text in prompts.items():
+            if name not in rows:
+                rows[name] = store.new_condition(name, text, generator.count_tokens(text),
+                                                 cut=compression if name == "infilled" else None)
+        for name, gen in outputs.items():
+            rows[name].outputs.append(store.new_output(request.seed, gen, task=request.task, condition=name,
+                                                       scores=scores[name]))
+            item.conditions.append(rows[name])
         session.add(run)
         session.flush()
         run_id = run.id

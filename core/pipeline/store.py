@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from core.data.datasets import Sample
 from core.generation.generator import Generation, ModelInfo
-from core.pipeline import infill, metrics
+from core.pipeline import metrics
 from core.pipeline.compressors import Compression
+from core.pipeline.conditions import RECONSTRUCTIONS
 from db import models
 
 # Versions recorded with every run, so a result can be traced to the code that made it.
@@ -94,7 +95,7 @@ def new_output(seed: int, generation: Generation, *, task: str, condition: str,
                            tokens_processed=generation.tokens_processed or None,
                            peak_memory_bytes=generation.peak_memory_bytes,
                            extracted_answer=metrics.extract_answer(generation.text)
-                           if task == "math" and condition not in infill.RECONSTRUCTIONS else None)
+                           if task == "math" and condition not in RECONSTRUCTIONS else None)
     output.metrics = [models.Metric(name=name, reference=reference, value=value)
                       for reference, values in scores.items() for name, value in values.items() if value is not None]
     return output
