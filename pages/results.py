@@ -82,6 +82,19 @@ def study_tab(frame) -> None:
     table_with_download(analysis.study_table(frame, reference), f"study-table-{reference}")
 
 
+def reconstruction_tab(frame) -> None:
+    table = analysis.reconstruction_table(frame)
+    if table.empty:
+        st.info("No reconstructions in this experiment: add the reconstructed or infilled conditions to a plan.")
+        return
+    st.caption("Against the original prompt: the share of dropped words (and numbers) each reconstruction brings "
+               "back, BLEU, ROUGE-L and BERTScore F1; then the accuracy of answering the rebuilt prompt.")
+    figure = px.line(table, x="ratio", y="dropped_words_restored", color="compressor", line_dash="condition",
+                     markers=True, facet_col="model", range_y=[0, 1.02],
+                     labels={"dropped_words_restored": "share of dropped words restored", "ratio": "compression ratio"})
+    chart_and_table(figure, table.set_index(["model", "compressor", "ratio", "condition"]), "reconstruction")
+
+
 def significance_tab(frame) -> None:
     st.caption("Original against each compressed condition, paired by prompt: McNemar for exact match, "
                "paired bootstrap (10,000 resamples) for continuous metrics.")
@@ -155,7 +168,8 @@ frame = analysis.outputs_frame(db_url(), pick_experiment())
 if frame.empty:
     st.info("This experiment has no outputs yet.")
     st.stop()
-TABS = {"Metric vs ratio": curves_tab, "Study table": study_tab, "Significance": significance_tab,
+TABS = {"Metric vs ratio": curves_tab, "Study table": study_tab, "Reconstruction": reconstruction_tab,
+        "Significance": significance_tab,
         "Omission vs drift": drift_tab, "Numbers kept": numbers_tab, "Length control": lengths_tab}
 for tab, show in zip(st.tabs(list(TABS)), TABS.values()):
     with tab:

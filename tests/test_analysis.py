@@ -64,3 +64,22 @@ def test_analysis_of_a_stored_experiment(tiny_plan, tiny_checkpoint, db_url):
     assert not analysis.length_control(frame).empty
     table = analysis.study_table(frame, "original_output")
     assert {"compressed", "reasoning_on_reconstructed"} <= set(table.index.get_level_values("condition"))
+
+
+def test_reconstruction_table_sets_infill_beside_instruction_with_the_accuracy_on_each():
+    rows = []
+    for i in range(4):
+        common = {"model": "m", "compressor": "random", "ratio": 2.0, "seed": 0, "source_id": f"p{i}", "task": "math"}
+        rows += [{**common, "condition": "reconstructed", "dropped_words_restored@original_prompt": 0.25,
+                  "bleu@original_prompt": 40.0},
+                 {**common, "condition": "infilled", "dropped_words_restored@original_prompt": 0.5 + 0.1 * i,
+                  "bleu@original_prompt": 60.0},
+                 {**common, "condition": "reasoning_on_reconstructed", "exact_match@gold": float(i == 0)},
+                 {**common, "condition": "reasoning_on_infilled", "exact_match@gold": float(i < 3)}]
+    table = analysis.reconstruction_table(pd.DataFrame(rows)).set_index("condition")
+    assert table.loc["infilled", "dropped_words_restored"] == pytest.approx(0.65)
+    assert table.loc["reconstructed", "dropped_words_restored"] == pytest.approx(0.25)
+    assert table.loc["infilled", "accuracy answering it"] == pytest.approx(0.75)
+    assert table.loc["reconstructed", "accuracy answering it"] == pytest.approx(0.25)
+    assert table.loc["infilled", "bleu"] == 60.0 and (table["n"] == 4).all()
+    assert analysis.reconstruction_table(synthetic()).empty

@@ -266,8 +266,10 @@ def test_results_page_shows_curves_tables_and_tests(tiny_plan, page_env, tiny_ch
     at = AppTest.from_file(str(PAGES / "results.py"), default_timeout=120)
     at.run()
     assert not at.exception, at.exception
-    curve, study, significance = at.dataframe[0].value, at.dataframe[1].value, at.dataframe[2].value
+    curve, study, rebuilt, significance = (at.dataframe[i].value for i in range(4))
     assert sorted(curve["ratio"].unique()) == [1.0, 1.5, 3.0] and (curve["low"] <= curve["high"]).all()
     assert ("original", "math") in study.index
+    assert set(rebuilt.index.get_level_values("condition")) == {"reconstructed"}
+    assert rebuilt["dropped_words_restored"].between(0, 1).all() and "accuracy answering it" in rebuilt
     assert set(significance["test"]) >= {"McNemar (exact)"}
     assert len(at.get("download_button")) >= 4

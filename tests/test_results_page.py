@@ -71,8 +71,9 @@ def test_results_page_opens_a_prompt_side_by_side(finished):
     bodies = " ".join(element.proto.body for element in at.get("html"))
     assert escape(expected["output"]) in bodies and escape(expected["prompt"]) in bodies
     assert any("3x" in m.value for m in at.metric)
-    assert {"Reconstruction of the original prompt from the compressed one",
-            "Output on the reconstructed prompt"} <= {s.value for s in at.subheader}
+    assert {"Reconstructions of the original prompt", "Output on the reconstructed prompt"} <= {
+        s.value for s in at.subheader}
+    assert "**Reconstruction asked by instruction**" in [m.value for m in at.markdown]
 
     def export_formats(at):
         configs = [json.loads(chart.proto.config) for chart in at.get("plotly_chart")]

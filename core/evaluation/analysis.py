@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from core.evaluation.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread, unpaired_bootstrap
-from core.pipeline.conditions import CONDITIONS
+from core.pipeline.conditions import CONDITIONS, REASONING_ON, RECONSTRUCTIONS
 from db.queries import output_rows
 from db.session import session_scope
 
@@ -53,6 +53,27 @@ def ratio_curves(frame: pd.DataFrame, metric: str, condition: str = "compressed"
                          "low": ci.low, "high": ci.high, "n": ci.n,
                          "run_id": None if part is base else int(part["run_id"].min())})
     return pd.DataFrame(rows)
+
+
+RECONSTRUCTION_METRICS = ("dropped_words_restored", "dropped_numbers_restored", "bleu", "rougeL", "bertscore_f1")
+
+
+def reconstruction_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Infill against instruction reconstruction, per model, compressor and ratio: how much of the dropped
+    text each brings back (against the original prompt), and the accuracy of answering what it rebuilt."""
+    rebuilt = frame[frame["condition"].isin(RECONSTRUCTIONS)]
+    if rebuilt.empty:
+        return pd.DataFrame()
+    keys = ["model", "compressor", "ratio", "condition"]
+    wanted = [f"{m}@original_prompt" for m in RECONSTRUCTION_METRICS if f"{m}@original_prompt" in frame]
+    table = rebuilt.groupby(keys)[wanted].mean()
+    table.columns = [c.removesuffix("@original_prompt") for c in table.columns]
+    table["n"] = rebuilt.groupby(keys).size()
+    if EM in frame:
+        reasoning = frame[frame["condition"].isin(REASONING_ON)].assign(
+            condition=lambda f: f["condition"].map(REASONING_ON))
+        table["accuracy answering it"] = reasoning.groupby(keys)[EM].mean()
+    return table.reset_index()
 
 
 def study_table(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
