@@ -19,6 +19,8 @@ STYLE = """<style>
 .cl-unaligned{border-bottom:1px dotted #999}
 .cl-restored{background:#d3f5d9;color:#135c22;font-weight:600}
 .cl-new{background:#fff1c2;color:#6b4e00}
+.cl-tok{border-left:1px solid #bbb;padding:0 1px}
+.cl-mask{color:#aaa;background:#eee}
 </style>"""
 
 
@@ -92,6 +94,48 @@ def diff_html(a: str, b: str) -> str:
             title = "only in the output on the original prompt" if op == "del" else "only in the output on the compressed prompt"
             spans.append(f'<span class="cl-{op}" title="{title}">{escape(text)}</span>')
     return f'{STYLE}<div class="cl-text">{" ".join(spans)}</div>'
+
+
+def canvas_html(trajectory: dict, at_step: int) -> str:
+    """The answer canvas after step ``at_step``: committed tokens shaded by the probability the model gave
+    them (darker: surer), tokens committed at this very step outlined, the rest still masks."""
+    spans = []
+    for piece, step, prob in zip(trajectory["piece"], trajectory["step"], trajectory["prob"]):
+        if step == 0 or step > at_step:
+            spans.append('<span class="cl-tok cl-mask" title="still masked">▢</span>')
+            continue
+        outline = "outline:2px solid #c0392b;" if step == at_step else ""
+        spans.append(f'<span class="cl-tok" style="background:rgba(31,119,180,{0.1 + 0.6 * prob:.2f});{outline}" '
+                     f'title="step {step}, probability {prob:.2f}">{escape(piece)}</span>')
+    return f'{STYLE}<div class="cl-text">{"".join(spans)}</div>'
+
+
+SPECIAL_PIECE = re.compile(r"^<\|[^|]*\|>$|^</?s>$")
+
+
+def until_end(pieces: list[str]) -> list[str]:
+    """Token pieces without the trailing end and padding tokens the canvas was filled up with."""
+    end = len(pieces)
+    while end and SPECIAL_PIECE.match(pieces[end - 1].strip()):
+        end -= 1
+    return pieces[:end]
+
+
+def token_diff_html(a: list[str], b: list[str]) -> str:
+    """Two outputs diffed by the model's own tokens, each token's boundary drawn."""
+    def tokens(pieces, css=""):
+        return "".join(f'<span class="cl-tok{css}">{escape(p)}</span>' for p in pieces)
+
+    spans = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            spans.append(tokens(a[i1:i2]))
+            continue
+        if i2 > i1:
+            spans.append(tokens(a[i1:i2], " cl-del"))
+        if j2 > j1:
+            spans.append(tokens(b[j1:j2], " cl-ins"))
+    return f'{STYLE}<div class="cl-text">{"".join(spans)}</div>'
 
 
 def metrics_rows(view: dict) -> list[dict]:

@@ -6,6 +6,7 @@ from dataclasses import fields
 
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import select
 
@@ -122,11 +123,20 @@ def show_run(view: dict) -> None:
             st.html(render.text_html(view[f"{name}_output"]))
 
     st.subheader("Word-level diff of the outputs")
-    pieces = render.word_diff(view["original_output"], view["compressed_output"])
-    stats = render.diff_stats(pieces)
-    st.caption(f"{stats['same']} words shared · {stats['del']} only in the original-prompt output (red) · "
-               f"{stats['ins']} only in the compressed-prompt output (green)")
-    st.html(render.diff_html(view["original_output"], view["compressed_output"]))
+    trajectories = view.get("trajectories") or {}
+    tokens_known = all(trajectories.get(name) for name in ("original", "compressed"))
+    if tokens_known and st.toggle("By the model's own tokens", key=f"token-diff-{view['run_id']}",
+                                  help="What the model commits step by step are tokens; their boundaries are drawn."):
+        st.html(render.token_diff_html(*(render.until_end(trajectories[name]["piece"])
+                                         for name in ("original", "compressed"))))
+    else:
+        pieces = render.word_diff(view["original_output"], view["compressed_output"])
+        stats = render.diff_stats(pieces)
+        st.caption(f"{stats['same']} words shared · {stats['del']} only in the original-prompt output (red) · "
+                   f"{stats['ins']} only in the compressed-prompt output (green)")
+        st.html(render.diff_html(view["original_output"], view["compressed_output"]))
+    if tokens_known:
+        show_trajectories(view)
 
     st.subheader("Metrics")
     rows = render.metrics_rows(view)
@@ -135,6 +145,30 @@ def show_run(view: dict) -> None:
     else:
         st.info("No metrics stored for this run.")
     show_other_conditions(view)
+
+
+def show_trajectories(view: dict) -> None:
+    """When each answer token was committed and how sure the model was, on a common step axis."""
+    st.subheader("How the answers settled, step by step")
+    st.caption("Each cell is a token of the answer, coloured by the step that committed it (hover: the token and "
+               "the model's probability of it then). Below, the canvas as it stood after the chosen step.")
+    trajectories = {name: view["trajectories"][name] for name in ("original", "compressed")}
+    last = max(max(t["step"]) for t in trajectories.values())
+    names = list(trajectories)
+    figure = go.Figure(go.Heatmap(
+        z=[t["step"] for t in trajectories.values()], y=[f"on the {n} prompt" for n in names],
+        customdata=[list(zip(t["piece"], t["prob"])) for t in trajectories.values()],
+        hovertemplate="token %{x}: %{customdata[0]}<br>step %{z}, probability %{customdata[1]:.2f}<extra></extra>",
+        colorscale="Viridis", colorbar={"title": "commit step"}, zmin=0, zmax=last))
+    figure.update_layout(height=220, margin={"t": 10, "b": 30}, xaxis_title="answer token")
+    st.plotly_chart(figure, width="stretch", key=f"trajectory-{view['run_id']}")
+    step = st.slider("Canvas after step", min_value=1, max_value=max(last, 2), value=last,
+                     key=f"trajectory-step-{view['run_id']}")
+    for column, name in zip(st.columns(2), names):
+        with column:
+            committed = sum(1 for s in trajectories[name]["step"] if 0 < s <= step)
+            st.caption(f"On the {name} prompt: {committed} of {len(trajectories[name]['step'])} tokens committed")
+            st.html(render.canvas_html(trajectories[name], step))
 
 
 def show_metrics(view: dict, rows: list[dict]) -> None:

@@ -1,5 +1,9 @@
 """What only a browser shows: the dashboard served by `streamlit run`, driven in Debian's Chromium."""
 
+import io
+
+from PIL import Image
+
 HOSTILE = ('<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script> '
            "Tom has $3 and Ann has $5. How many dollars do they have?")
 
@@ -24,6 +28,13 @@ def test_run_renders_escaped_text_and_a_drawn_chart(browser, dashboard):
     assert page.locator(".cl-drop").count() > 0
     bars = page.locator(".js-plotly-plot .main-svg .bars path")
     assert bars.count() >= 7  # BLEU, ROUGE-1/2/L, BERTScore P/R/F1 of the compressed output
+
+    # The trajectory strip is drawn: a screenshot of it holds the colour scale's many shades, not a blank frame.
+    strip = page.locator(".js-plotly-plot").filter(has=page.locator(".heatmaplayer")).first
+    strip.scroll_into_view_if_needed()
+    shot = Image.open(io.BytesIO(strip.screenshot())).convert("RGB")
+    assert len(set(shot.getdata())) > 30
+    assert page.locator(".cl-tok").count() >= 2 * 128  # both canvases, token by token
 
 
 def test_first_visit_to_a_page_url_keeps_the_app_navigation(browser, dashboard):

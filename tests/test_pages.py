@@ -92,6 +92,29 @@ def test_playground_run_end_to_end(page_env):
     assert at.success[0].value == f"Run #{view['run_id']} saved."
 
 
+def test_the_side_by_side_view_replays_both_trajectories_and_diffs_by_tokens(page_env):
+    from core.render import canvas_html, token_diff_html, until_end
+    from pages.shared import load_view
+
+    at = playground(HOSTILE)
+    state = wait_for_job(page_env, at.session_state["job_id"])
+    at.run()
+    view = load_view(state["run_id"])
+    trajectories = view["trajectories"]
+    assert "How the answers settled, step by step" in [s.value for s in at.subheader]
+    slider = at.slider(key=f"trajectory-step-{view['run_id']}")
+    assert slider.value == 128  # the demo preset: 128 steps, one token each
+    assert canvas_html(trajectories["compressed"], 128) in html_bodies(at)
+    slider.set_value(10).run()
+    canvases = [b for b in html_bodies(at) if "still masked" in b]
+    assert [b.count('title="step ') for b in canvases] == [10, 10]
+    assert [b.count("outline:") for b in canvases] == [1, 1]  # the token committed at step 10
+    assert "<script>" not in "".join(canvases)
+    at.toggle(key=f"token-diff-{view['run_id']}").set_value(True).run()
+    assert token_diff_html(until_end(trajectories["original"]["piece"]),
+                           until_end(trajectories["compressed"]["piece"])) in html_bodies(at)
+
+
 def test_playground_reconstructs_by_instruction_and_by_infill_side_by_side(page_env):
     from core.pipeline import infill
     from core.render import reconstruction_html
