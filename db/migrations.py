@@ -239,13 +239,14 @@ def _v7_experiment_state_on_jobs(engine: Engine) -> None:
 
 
 def _v8_output_trajectory_and_compute(engine: Engine) -> None:
-    """Each output's denoising trajectory and the compute it took; older outputs keep NULL."""
-    columns = {c["name"] for c in inspect(engine).get_columns("outputs")}
+    """Each output's denoising trajectory and the compute it took, and the forward passes a compressor
+    that asks a model spent; older rows keep NULL."""
+    added = (("outputs", "trajectory", JSON()), ("outputs", "tokens_processed", BigInteger()),
+             ("outputs", "peak_memory_bytes", BigInteger()), ("conditions", "compress_forward_passes", Integer()))
     with engine.begin() as conn:
-        for name, kind in (("trajectory", JSON()), ("tokens_processed", BigInteger()),
-                           ("peak_memory_bytes", BigInteger())):
-            if name not in columns:
-                conn.execute(text(f"ALTER TABLE outputs ADD COLUMN {name} {kind.compile(dialect=engine.dialect)}"))
+        for table, name, kind in added:
+            if name not in {c["name"] for c in inspect(conn).get_columns(table)}:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind.compile(dialect=engine.dialect)}"))
 
 
 # (version, name, step), applied in order, each once (db.session.migrate records them).
@@ -257,5 +258,5 @@ MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (5, "review tasks may be unblinded", _v5_unblinded_review),
     (6, "job heartbeats", _v6_job_heartbeats),
     (7, "an experiment's status lives on its jobs", _v7_experiment_state_on_jobs),
-    (8, "output trajectories and compute", _v8_output_trajectory_and_compute),
+    (8, "output trajectories and compute; compressors' forward passes", _v8_output_trajectory_and_compute),
 ]

@@ -116,6 +116,7 @@ class Condition(Base):
     ratio_achieved: Mapped[float] = mapped_column(Float, default=1.0)
     words: Mapped[list | None] = mapped_column(JSON)  # compressor's words: text, start, end, kept
     compress_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    compress_forward_passes: Mapped[int | None] = mapped_column(Integer)  # of the model a compressor asked
     item: Mapped[Item] = relationship(back_populates="conditions")
     outputs: Mapped[list["Output"]] = relationship(back_populates="condition", cascade="all, delete-orphan",
                                                    order_by="Output.id")

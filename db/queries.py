@@ -167,6 +167,7 @@ def _side_by_side(run: Run, item: Item, original: Condition, compressed: Conditi
         "seed": run.seed,
         "compressor": run.compressor,
         "compressor_params": run.compressor_params,
+        "compress_forward_passes": compressed.compress_forward_passes,
         "ratio_requested": run.ratio_requested,
         "ratio_achieved": compressed.ratio_achieved,
         "bertscore_backbone": run.bertscore_backbone,

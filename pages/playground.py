@@ -74,6 +74,14 @@ def compressor_section() -> tuple[str, float, int, dict]:
             params["calibrate"] = st.checkbox("Calibrate the rate to hit the ratio in the model's tokens", value=True)
         elif compressor == "random":
             params["seed"] = int(st.number_input("Drop seed", value=0, step=1))
+        elif compressor in ("dllm_confidence", "self_information"):
+            asks = ("the run's model (a diffusion model)" if compressor == "dllm_confidence"
+                    else f"the autoregressive control, {PACKAGED_SMOLLM2}")
+            st.caption(f"Asks {asks} how much each word matters, and drops the words it needs least first.")
+            if compressor == "dllm_confidence":
+                params["copies"] = int(st.number_input("Masked copies (each masks every n-th word)", min_value=1,
+                                                       max_value=64, value=8))
+            params["force_reserve_digit"] = st.checkbox("Keep every word with a digit", value=True)
         else:
             st.caption("No options.")
     return compressor, ratio, int(seed), params

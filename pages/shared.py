@@ -105,6 +105,8 @@ def show_run(view: dict) -> None:
     with right:
         st.subheader(f"Compressed prompt ({view['compressor']})")
         shown = ", ".join(f"{k}={v!r}" for k, v in view["compressor_params"].items())
+        if view.get("compress_forward_passes"):
+            shown += f" · {view['compress_forward_passes']} forward passes of the model it asked"
         st.caption(render.md_escape(shown) if shown else "no parameters")
         st.html(render.text_html(view["compressed_prompt"]))
 

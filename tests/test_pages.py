@@ -115,6 +115,16 @@ def test_the_side_by_side_view_replays_both_trajectories_and_diffs_by_tokens(pag
                            until_end(trajectories["compressed"]["piece"])) in html_bodies(at)
 
 
+def test_playground_compresses_with_the_target_models_own_confidence(page_env):
+    at = playground("A baker made 48 muffins and 36 more. She sold 52 of them. How many muffins are left now?",
+                    compressor="dllm_confidence")
+    assert [c.value for c in at.checkbox if c.label == "Keep every word with a digit"] == [True]
+    state = wait_for_job(page_env, at.session_state["job_id"])
+    assert state["status"] == "done", state
+    at.run()
+    assert any("1 forward passes of the model it asked" in c.value for c in at.caption)
+
+
 def test_playground_reconstructs_by_instruction_and_by_infill_side_by_side(page_env):
     from core.pipeline import infill
     from core.render import reconstruction_html

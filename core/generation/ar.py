@@ -95,6 +95,24 @@ class ARGenerator:
         check_lengths([self.prompt_length(p) for p in prompts], params.gen_length, self.info.max_length)
 
     @torch.no_grad()
+    def surprisal(self, words: list[str]) -> tuple[list[float], int]:
+        """Each word's self-information, -log p of its tokens given the text before it (Selective Context's
+        measure), summed over the word's tokens, from one forward pass. Returns the values and the passes."""
+        ids, owner = [], []
+        for i, word in enumerate(words):
+            tokens = self.tokenizer((" " if i else "") + word, add_special_tokens=False).input_ids
+            ids += tokens
+            owner += [i] * len(tokens)
+        check_lengths([len(ids)], 0, self.info.max_length)
+        bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+        x = torch.tensor([[bos] + ids], device=self.device)
+        logp = torch.log_softmax(self.model(x).logits[0, :-1].float(), dim=-1)
+        token_surprisal = -logp.gather(-1, x[0, 1:, None]).squeeze(-1)
+        values = torch.zeros(len(words), device=self.device).index_add_(
+            0, torch.tensor(owner, device=self.device), token_surprisal)
+        return values.tolist(), 1
+
+    @torch.no_grad()
     def generate(self, prompts: list[str], params: SamplerParams, seed: int,
                  on_step: StepCallback | None = None) -> list[Generation]:
         """Greedy at temperature 0, else sampling at that temperature; ``gen_length`` new tokens at most."""

@@ -170,6 +170,42 @@ class LLaDAGenerator:
             encoded, lambda chunk: self._generate(chunk, params, seed, on_step), size, self.notes.append)
         return results
 
+    def word_tokens(self, words: list[str]) -> tuple[list[int], list[int]]:
+        """The text of ``words`` joined by spaces as token ids (BOS first when the tokenizer has one), and
+        for each id the index of its word (-1 for BOS): each word tokenized as it stands after a space."""
+        bos = self.tokenizer.bos_token_id
+        ids, owner = ([bos], [-1]) if bos is not None else ([], [])
+        for i, word in enumerate(words):
+            tokens = self.tokenizer((" " if i else "") + word, add_special_tokens=False).input_ids
+            ids += tokens
+            owner += [i] * len(tokens)
+        return ids, owner
+
+    @torch.no_grad()
+    def recoverability(self, words: list[str], copies: int, batch: int = 8) -> tuple[list[float], int]:
+        """How surely the model restores each word when it is masked: the mean log-probability of the word's
+        own tokens. Copy c of the text masks every word i with i % copies == c, so each word is masked once,
+        among mostly visible neighbours; copies run ``batch`` at a time. Returns the scores and the forward
+        passes they took."""
+        ids, owner = self.word_tokens(words)
+        check_lengths([len(ids)], 0, self.info.max_length)
+        owner_t = torch.tensor(owner, device=self.device)
+        truth = torch.tensor(ids, device=self.device)
+        copy = torch.arange(copies, device=self.device)[:, None]
+        masked = (owner_t[None, :] >= 0) & (owner_t[None, :] % copies == copy)
+        x = torch.where(masked, self.mask_id, truth[None, :])
+        token_logp = torch.zeros(len(ids), device=self.device)
+        passes = 0
+        for start in range(0, copies, batch):
+            logits = self.model(x[start:start + batch])
+            passes += 1
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, truth.expand(len(logits), -1)[..., None])
+            token_logp += (logp.squeeze(-1) * masked[start:start + batch]).sum(dim=0)
+        words_of = owner_t[owner_t >= 0]
+        total = torch.zeros(len(words), device=self.device).index_add_(0, words_of, token_logp[owner_t >= 0])
+        tokens = torch.bincount(words_of, minlength=len(words)).clamp(min=1)
+        return (total / tokens).tolist(), passes
+
     def infill(self, canvases: list[tuple[list, list[int]]], params: sampler.SamplerParams,
                seed: int) -> list[Generation]:
         """Fills the gaps of each canvas, given as (segments, masks per gap) (``core.pipeline.infill``), with

@@ -45,6 +45,7 @@ class Compression:
     original_tokens_cl100k: int | None = None
     compressed_tokens_cl100k: int | None = None
     seconds: float = 0.0
+    forward_passes: int | None = None  # of a model that scored the words, for the compressors that ask one
 
     @property
     def achieved_ratio(self) -> float:
@@ -110,7 +111,7 @@ class WordBudget:
     def params(self) -> dict:
         return {}
 
-    def drop_order(self, n_words: int) -> list[int]:
+    def drop_order(self, words: list[Word]) -> list[int]:
         raise NotImplementedError
 
     def compress(self, text: str, ratio: float, count_tokens: CountTokens) -> Compression:
@@ -118,11 +119,12 @@ class WordBudget:
         started = time.perf_counter()
         words = whitespace_words(text)
         original_tokens = count_tokens(text)
-        compressed = fit_to_budget(words, self.drop_order(len(words)), count_tokens, original_tokens, ratio)
+        compressed = fit_to_budget(words, self.drop_order(words), count_tokens, original_tokens, ratio)
         return Compression(
             compressor=self.name, params=self.params(), ratio_requested=ratio, original=text,
             compressed=compressed, words=words, original_tokens=original_tokens,
             compressed_tokens=count_tokens(compressed), seconds=time.perf_counter() - started,
+            forward_passes=getattr(self, "forward_passes", None),
         )
 
 
@@ -138,8 +140,8 @@ class RandomDrop(WordBudget):
     def params(self) -> dict:
         return {"seed": self.seed}
 
-    def drop_order(self, n_words: int) -> list[int]:
-        order = list(range(n_words))
+    def drop_order(self, words: list[Word]) -> list[int]:
+        order = list(range(len(words)))
         random.Random(self.seed).shuffle(order)
         return order
 
@@ -150,8 +152,8 @@ class Truncate(WordBudget):
     name = "truncate"
     label = "Truncation (keep the beginning)"
 
-    def drop_order(self, n_words: int) -> list[int]:
-        return list(range(n_words - 1, -1, -1))
+    def drop_order(self, words: list[Word]) -> list[int]:
+        return list(range(len(words) - 1, -1, -1))
 
 
 LLMLINGUA2_DEFAULT = "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
@@ -285,7 +287,76 @@ def llmlingua2_model_dir(name_or_path: str) -> Path:
     return link
 
 
-REGISTRY: dict[str, type] = {cls.name: cls for cls in (LLMLingua2, RandomDrop, Truncate)}
+class ModelScored(WordBudget):
+    """Compressors that ask a model how much each word matters; ``scorer`` (a generator) is attached by
+    the model pool: the run's own model (``scorer_model = "target"``) or a named one."""
+
+    scorer_model = "target"
+    label = ""
+
+    def __init__(self, force_reserve_digit: bool = False, model: str | None = None):
+        self.force_reserve_digit = bool(force_reserve_digit)
+        self.model = model
+        self.scorer = None
+        self.forward_passes = 0
+
+    def params(self) -> dict:
+        return {"force_reserve_digit": self.force_reserve_digit, "model": self.model}
+
+    def word_scores(self, words: list[str]) -> list[float]:
+        """Higher: the word is dropped sooner."""
+        raise NotImplementedError
+
+    def drop_order(self, words: list[Word]) -> list[int]:
+        if self.scorer is None:
+            raise UserError(f"The {self.name} compressor needs a model: run it from the Playground, a plan or the CLI")
+        scores = self.word_scores([w.text for w in words])
+        # As LLMLingua-2's force_reserve_digit: a word with a digit is never dropped.
+        droppable = [i for i, w in enumerate(words) if not (self.force_reserve_digit and re.search(r"\d", w.text))]
+        return sorted(droppable, key=lambda i: -scores[i])
+
+
+class DLLMConfidence(ModelScored):
+    """Training-free, parallel: the target diffusion model sees the prompt with a spread-out share of its
+    words masked, in ``copies`` masked copies so every word is masked once; the words it restores most
+    surely are dropped first."""
+
+    name = "dllm_confidence"
+    label = "dLLM confidence (the target model restores the words it drops)"
+
+    def __init__(self, copies: int = 8, force_reserve_digit: bool = False, model: str | None = None):
+        super().__init__(force_reserve_digit, model)
+        self.copies = int(copies)
+        if not 1 <= self.copies <= 64:
+            raise UserError(f"copies must be from 1 to 64, not {copies}")
+
+    def params(self) -> dict:
+        return {**super().params(), "copies": self.copies}
+
+    def word_scores(self, words: list[str]) -> list[float]:
+        if not hasattr(self.scorer, "recoverability"):
+            raise UserError(f"dllm_confidence asks a diffusion model; {self.scorer.info.model_id} is autoregressive")
+        scores, self.forward_passes = self.scorer.recoverability(words, self.copies)
+        return scores
+
+
+class SelfInformation(ModelScored):
+    """Selective Context's idea on the autoregressive control: the words least surprising given the text
+    before them carry the least information and are dropped first."""
+
+    name = "self_information"
+    label = "Self-information (the AR control's surprisal)"
+    scorer_model = "control"
+
+    def word_scores(self, words: list[str]) -> list[float]:
+        if not hasattr(self.scorer, "surprisal"):
+            raise UserError(f"self_information asks an autoregressive model; {self.scorer.info.model_id} is not one")
+        surprisal, self.forward_passes = self.scorer.surprisal(words)
+        return [-value for value in surprisal]
+
+
+REGISTRY: dict[str, type] = {cls.name: cls for cls in (LLMLingua2, RandomDrop, Truncate, DLLMConfidence,
+                                                       SelfInformation)}
 
 
 def get_compressor(name: str, **params):

@@ -280,7 +280,7 @@ class Runner:
         run_id = self._run_row(config, generator)
         originals = self._baseline_outputs(config)
         compressor = (None if config.compressor == NO_COMPRESSION
-                      else self.pool.compressor(config.compressor, dict(config.compressor_params)))
+                      else self.pool.compressor(config.compressor, dict(config.compressor_params), config.model))
         stored = {condition: self._stored(run_id, condition) for condition in config.conditions}
         done += sum(len(texts) for texts in stored.values())
         for start in range(0, len(self.samples), self.plan.batch_size):

@@ -133,15 +133,23 @@ class ModelPool:
                 self._generators[model_id] = generator
             return self._generators[model_id]
 
-    def compressor(self, name: str, params: dict):
-        key = (name, tuple(sorted((k, repr(v)) for k, v in params.items())))
+    def compressor(self, name: str, params: dict, target: str | None = None):
+        """The compressor, kept across jobs; one that asks a model gets it from this pool: its own ``model``
+        parameter, else ``target`` (the run's model) or the AR control, as the compressor says."""
+        key = (name, tuple(sorted((k, repr(v)) for k, v in params.items())), target)
         with self._lock:
             if key not in self._compressors:
                 compressor = compressors.get_compressor(name, **params)
                 if name == "llmlingua2" and self.device:
                     compressor.device = self.device
                 self._compressors[key] = compressor
-            return self._compressors[key]
+            compressor = self._compressors[key]
+        if isinstance(compressor, compressors.ModelScored) and compressor.scorer is None:
+            from core.generation.ar import PACKAGED_SMOLLM2
+
+            default = target if compressor.scorer_model == "target" else PACKAGED_SMOLLM2
+            compressor.scorer = self.generator(compressor.model or default or default_model())
+        return compressor
 
 
 def default_model() -> str:
@@ -227,7 +235,7 @@ def compare(request: CompareRequest, pool: ModelPool, db_url: str, progress: Pro
     generator.check_fits([prompt], params)
 
     say(0.10, f"Compressing with {request.compressor} at ratio {request.ratio:g}")
-    compression = pool.compressor(request.compressor, request.compressor_params).compress(
+    compression = pool.compressor(request.compressor, request.compressor_params, model_id).compress(
         prompt, request.ratio, generator.count_tokens)
     timings["compress_s"] = compression.seconds
     if not compression.compressed.strip():

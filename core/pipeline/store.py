@@ -83,6 +83,7 @@ def new_condition(name: str, prompt: str, prompt_tokens: int, cut: Compression |
         row.ratio_achieved = cut.achieved_ratio
         row.words = [asdict(w) for w in cut.words]
         row.compress_seconds = cut.seconds
+        row.compress_forward_passes = cut.forward_passes
     return row
 
 
