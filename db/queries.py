@@ -4,11 +4,13 @@ experiments' outputs and states."""
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from core.errors import UserError
+from core.llada.sampler import SamplerParams
 from db.models import Condition, Experiment, Item, Job, Output, Run, Tag
 
 # An experiment keeps its original prompts' outputs in a baseline run of their own, one per model and
@@ -18,7 +20,8 @@ NO_COMPRESSION = "none"
 # columns, then one column per metric named "metric@reference".
 OUTPUT_COLUMNS = ("experiment_id", "run_id", "model", "compressor", "ratio", "seed", "source", "source_id", "task",
                   "condition", "ratio_achieved", "prompt_tokens", "item_prompt", "prompt", "output",
-                  "extracted_answer", "gold_answer")
+                  "extracted_answer", "gold_answer", "sampler", "forward_passes", "tokens_processed",
+                  "peak_memory_bytes", "seconds", "trajectory")
 
 
 def baseline_runs(experiment_id: int, model_id: str, seed: int) -> tuple:
@@ -66,6 +69,13 @@ def experiment_states(session: Session, experiment_ids) -> dict[int, dict]:
     return states
 
 
+def sampler_label(stored: dict) -> str:
+    """Reference, fast exact, or the approximations on, of stored sampler parameters (older rows lack
+    the fast modes' keys: they ran the reference loop)."""
+    known = {f.name for f in fields(SamplerParams)}
+    return SamplerParams(**{k: v for k, v in stored.items() if k in known}).label()
+
+
 def is_baseline_row(row: dict) -> bool:
     return row["compressor"] == NO_COMPRESSION and row["condition"] == "original"
 
@@ -90,7 +100,9 @@ def output_rows(session: Session, experiment_id: int) -> list[dict]:
     for run, item, condition, output in session.execute(query):
         values = (experiment_id, run.id, run.model_id, run.compressor, run.ratio_requested, output.seed, item.source,
                   item.source_id, item.task, condition.name, condition.ratio_achieved, condition.prompt_tokens,
-                  item.prompt, condition.prompt_text, output.text, output.extracted_answer, item.gold_answer)
+                  item.prompt, condition.prompt_text, output.text, output.extracted_answer, item.gold_answer,
+                  sampler_label(run.sampler_params.get(item.task, run.sampler_params)), output.forward_calls,
+                  output.tokens_processed, output.peak_memory_bytes, output.seconds, output.trajectory)
         row = dict(zip(OUTPUT_COLUMNS, values))
         row.update({f"{m.name}@{m.reference}": m.value for m in output.metrics})
         rows.append(row)

@@ -95,6 +95,38 @@ def reconstruction_tab(frame) -> None:
     chart_and_table(figure, table.set_index(["model", "compressor", "ratio", "condition"]), "reconstruction")
 
 
+def commitment_tab(frame) -> None:
+    table = analysis.answer_commitment(frame)
+    if table.empty:
+        st.info("No math outputs with a stored trajectory and an extracted answer in this experiment.")
+        return
+    st.caption("When the final-answer tokens were committed (as a share of the output's steps) and how sure the "
+               "model was of them then, right answers against wrong ones, original against compressed prompts. "
+               "Click a point to open that prompt below.")
+    table = table.assign(verdict=table["correct"].map({True: "right", False: "wrong"}))
+    figure = px.strip(table, x="verdict", y="commit_step_share", color="condition", custom_data=["run_id", "source_id"],
+                      hover_data=["confidence", "compressor", "ratio"], range_y=[0, 1.02],
+                      labels={"commit_step_share": "answer committed at (share of steps)"})
+    chart_and_table(figure, table.groupby(["condition", "verdict"])[["commit_step_share", "confidence"]]
+                    .agg(["mean", "count"]), "answer-commitment", clickable=True)
+
+
+def compute_tab(frame) -> None:
+    table = analysis.compute_savings(frame)
+    if table.empty:
+        st.info("No compute counts stored for this experiment (runs stored before they were kept have none).")
+        return
+    st.caption("Each point: a compressor at a ratio under a sampler mode. Across: the share of the token positions "
+               "the model computed (summed over its forward passes) that the shorter prompt saved; up: accuracy "
+               "on the compressed prompts. The reference recomputes the prompt at every step; a prefix or dual "
+               "cache does not, so it saves less.")
+    y = "accuracy" if "accuracy" in table else "forward_passes"
+    figure = px.scatter(table, x="compute_saved", y=y, color="compressor", symbol="sampler", text="ratio",
+                        facet_col="model", range_x=[0, 1], labels={"compute_saved": "share of compute saved"})
+    figure.update_traces(textposition="top center")
+    chart_and_table(figure, table, "compute")
+
+
 def significance_tab(frame) -> None:
     st.caption("Original against each compressed condition, paired by prompt: McNemar for exact match, "
                "paired bootstrap (10,000 resamples) for continuous metrics.")
@@ -169,7 +201,7 @@ if frame.empty:
     st.info("This experiment has no outputs yet.")
     st.stop()
 TABS = {"Metric vs ratio": curves_tab, "Study table": study_tab, "Reconstruction": reconstruction_tab,
-        "Significance": significance_tab,
+        "Answer commitment": commitment_tab, "Compute": compute_tab, "Significance": significance_tab,
         "Omission vs drift": drift_tab, "Numbers kept": numbers_tab, "Length control": lengths_tab}
 for tab, show in zip(st.tabs(list(TABS)), TABS.values()):
     with tab:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -11,12 +9,11 @@ import streamlit as st
 from sqlalchemy import select
 
 from core import paths, render
-from core.llada.sampler import SamplerParams
 from core.pipeline import infill
 from core.pipeline.conditions import RECONSTRUCTIONS
 from core.pipeline.worker import Worker, in_process_worker
 from db.models import Experiment
-from db.queries import experiment_states, item_view, run_view
+from db.queries import experiment_states, item_view, run_view, sampler_label
 from db.session import session_scope
 
 
@@ -68,12 +65,6 @@ CONDITION_TITLES = {"reconstructed": "Reconstruction asked by instruction",
                     "reasoning_on_reconstructed": "Output on the reconstructed prompt",
                     "infilled": "Reconstruction by infill (masks where words were dropped)",
                     "reasoning_on_infilled": "Output on the infilled prompt"}
-
-
-def sampler_label(stored: dict) -> str:
-    """Reference, fast exact, or the approximations on; runs stored before the fast modes were reference runs."""
-    known = {f.name for f in fields(SamplerParams)}
-    return SamplerParams(**{k: v for k, v in stored.items() if k in known}).label()
 
 
 def show_run(view: dict) -> None:

@@ -83,3 +83,38 @@ def test_reconstruction_table_sets_infill_beside_instruction_with_the_accuracy_o
     assert table.loc["reconstructed", "accuracy answering it"] == pytest.approx(0.25)
     assert table.loc["infilled", "bleu"] == 60.0 and (table["n"] == 4).all()
     assert analysis.reconstruction_table(synthetic()).empty
+
+
+def trajectory(pieces, steps, probs):
+    return {"piece": pieces, "step": steps, "prob": probs}
+
+
+def test_answer_tokens_are_those_holding_the_last_occurrence_of_the_answer():
+    t = trajectory(["The", " answer", " is", " 1", ",2", "00", ".", " So", " 1", "200", "<|eot_id|>"],
+                   list(range(1, 12)), [0.5] * 11)
+    assert analysis.answer_tokens(t, "1200") == [8, 9]
+    assert analysis.answer_tokens(t, "7") == []
+
+
+def test_answer_commitment_and_compute_savings_from_stored_rows():
+    rows = []
+    for i, (right_original, right_compressed) in enumerate([(True, False), (True, True)]):
+        common = {"model": "m", "seed": 0, "source_id": f"p{i}", "task": "math", "sampler": "reference",
+                  "forward_passes": 8}
+        rows.append({**common, "run_id": 1, "condition": "original", "compressor": "none", "ratio": 1.0,
+                     "extracted_answer": "42", "exact_match@gold": float(right_original), "tokens_processed": 8 * 40,
+                     "trajectory": trajectory([" so", " 4", "2"], [8, 2, 2], [0.2, 0.9, 0.8])})
+        rows.append({**common, "run_id": 2, "condition": "compressed", "compressor": "random", "ratio": 2.0,
+                     "extracted_answer": "42", "exact_match@gold": float(right_compressed), "tokens_processed": 8 * 30,
+                     "trajectory": trajectory([" so", " 4", "2"], [1, 6, 8], [0.9, 0.3, 0.5])})
+    frame = pd.DataFrame(rows)
+    commitment = analysis.answer_commitment(frame).set_index(["condition", "source_id"])
+    # The answer's two tokens: committed at steps 2 and 2 of 8 on the original prompt, 6 and 8 on the compressed.
+    assert commitment.loc[("original", "p0"), "commit_step_share"] == pytest.approx(2 / 8)
+    assert commitment.loc[("compressed", "p0"), "commit_step_share"] == pytest.approx(7 / 8)
+    assert commitment.loc[("compressed", "p0"), "confidence"] == pytest.approx(0.4)
+    assert commitment["correct"].tolist() == [True, False, True, True]
+    savings = analysis.compute_savings(frame).iloc[0]
+    assert savings["compute_saved"] == pytest.approx(1 - 30 / 40) and savings["n"] == 2
+    assert savings["accuracy"] == pytest.approx(0.5) and savings["accuracy_original"] == pytest.approx(1.0)
+    assert analysis.compute_savings(synthetic()).empty

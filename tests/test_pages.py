@@ -299,7 +299,12 @@ def test_results_page_shows_curves_tables_and_tests(tiny_plan, page_env, tiny_ch
     at = AppTest.from_file(str(PAGES / "results.py"), default_timeout=120)
     at.run()
     assert not at.exception, at.exception
-    curve, study, rebuilt, significance = (at.dataframe[i].value for i in range(4))
+    frames = [d.value for d in at.dataframe]
+    curve, study, rebuilt = frames[:3]
+    significance = next(f for f in frames if "test" in f)
+    compute = next(f for f in frames if "compute_saved" in f)
+    # The compressed prompts are shorter, so each saved part of the baseline's token positions.
+    assert compute["compute_saved"].between(0, 1).all() and set(compute["sampler"]) == {"reference"}
     assert sorted(curve["ratio"].unique()) == [1.0, 1.5, 3.0] and (curve["low"] <= curve["high"]).all()
     assert ("original", "math") in study.index
     assert set(rebuilt.index.get_level_values("condition")) == {"reconstructed"}

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from core.evaluation.stats import bootstrap_ci, mcnemar, paired_bootstrap, seed_spread, unpaired_bootstrap
+from core.pipeline import metrics
 from core.pipeline.conditions import CONDITIONS, REASONING_ON, RECONSTRUCTIONS
 from db.queries import output_rows
 from db.session import session_scope
@@ -73,6 +74,69 @@ def reconstruction_table(frame: pd.DataFrame) -> pd.DataFrame:
         reasoning = frame[frame["condition"].isin(REASONING_ON)].assign(
             condition=lambda f: f["condition"].map(REASONING_ON))
         table["accuracy answering it"] = reasoning.groupby(keys)[EM].mean()
+    return table.reset_index()
+
+
+def answer_tokens(trajectory: dict, answer: str) -> list[int]:
+    """Positions of the answer tokens whose text holds the last occurrence of ``answer`` (as extracted)."""
+    pieces = trajectory["piece"]
+    ends = np.cumsum([len(p) for p in pieces])
+    text = "".join(pieces)
+    spans = [m.span() for m in re.finditer(metrics.NUMBER, text) if metrics.normalize_number(m.group()) == answer]
+    if not spans:
+        return []
+    first, last = spans[-1]
+    return [i for i, end in enumerate(ends) if end > first and end - len(pieces[i]) < last]
+
+
+COMMITMENT_COLUMNS = ["run_id", "source_id", "condition", "compressor", "ratio", "commit_step_share", "confidence",
+                      "correct"]
+
+
+def answer_commitment(frame: pd.DataFrame) -> pd.DataFrame:
+    """For each math output with a trajectory and an answer: when its final-answer tokens were committed
+    (as a share of the output's steps) and how sure the model was of them then, and whether it was right."""
+    rows = []
+    if "trajectory" not in frame or EM not in frame:
+        return pd.DataFrame(columns=COMMITMENT_COLUMNS)
+    wanted = frame[(frame["task"] == "math") & frame["extracted_answer"].notna() & frame[EM].notna()]
+    for row in wanted.to_dict("records"):
+        trajectory = row["trajectory"]
+        if not isinstance(trajectory, dict):
+            continue
+        positions = [i for i in answer_tokens(trajectory, row["extracted_answer"]) if trajectory["step"][i] > 0]
+        if not positions:
+            continue
+        last = max(trajectory["step"])
+        rows.append({"run_id": row["run_id"], "source_id": row["source_id"], "condition": row["condition"],
+                     "compressor": row["compressor"], "ratio": row["ratio"],
+                     "commit_step_share": float(np.mean([trajectory["step"][i] for i in positions]) / last),
+                     "confidence": float(np.mean([trajectory["prob"][i] for i in positions])),
+                     "correct": bool(row[EM] > 0.5)})
+    return pd.DataFrame(rows, columns=COMMITMENT_COLUMNS)
+
+
+def compute_savings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Quality against compute per model, compressor, ratio and sampler mode: the share of the token
+    positions the model computed that compression saved (against the same prompt's baseline output),
+    and the accuracy on the compressed and on the original prompts."""
+    needed = {"tokens_processed", "sampler"}
+    if not needed <= set(frame) or frame["tokens_processed"].isna().all():
+        return pd.DataFrame()
+    keys = ["model", "seed", "source_id"]
+    base = frame[frame["condition"] == "original"][keys + ["tokens_processed"] + ([EM] if EM in frame else [])]
+    compressed = frame[frame["condition"] == "compressed"]
+    joined = compressed.merge(base, on=keys, suffixes=("", "_original")).dropna(
+        subset=["tokens_processed", "tokens_processed_original"])
+    if joined.empty:
+        return pd.DataFrame()
+    joined["compute_saved"] = 1 - joined["tokens_processed"] / joined["tokens_processed_original"]
+    groups = joined.groupby(["model", "compressor", "ratio", "sampler"])
+    table = groups.agg(compute_saved=("compute_saved", "mean"), forward_passes=("forward_passes", "mean"),
+                       n=("compute_saved", "size"))
+    if EM in joined:
+        table["accuracy"] = groups[EM].mean()
+        table["accuracy_original"] = groups[f"{EM}_original"].mean()
     return table.reset_index()
 
 

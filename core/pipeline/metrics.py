@@ -12,7 +12,7 @@ from core.errors import UserError
 ROBERTA_LARGE = "roberta-large"
 MINILM = "all-MiniLM-L6-v2 (offline)"
 
-_NUMBER = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
+NUMBER = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 
 
 def normalize_number(text: str) -> str | None:
@@ -35,10 +35,10 @@ def gold_answer(solution: str) -> str | None:
 def extract_answer(output: str) -> str | None:
     """A model's final answer: after ``####``, else after "The answer is", else the last number."""
     for marker in (r"####\s*", r"[Tt]he (?:final )?answer is[:\s]*"):
-        found = re.findall(marker + r"\$?\s*(" + _NUMBER + ")", output)
+        found = re.findall(marker + r"\$?\s*(" + NUMBER + ")", output)
         if found:
             return normalize_number(found[-1])
-    numbers = re.findall(_NUMBER, output.replace("$", ""))
+    numbers = re.findall(NUMBER, output.replace("$", ""))
     return normalize_number(numbers[-1]) if numbers else None
 
 
