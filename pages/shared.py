@@ -137,7 +137,26 @@ def show_run(view: dict) -> None:
         show_metrics(view, rows)
     else:
         st.info("No metrics stored for this run.")
+    show_compute(view)
     show_other_conditions(view)
+
+
+def show_compute(view: dict) -> None:
+    """What each output cost: the shorter prompt's saving is in the token positions the model computed."""
+    compute = view.get("compute") or {}
+    if not all(c.get("tokens_processed") for c in compute.values()):
+        return
+    table = pd.DataFrame({name: {"prompt tokens": c["prompt_tokens"], "forward passes": c["forward_passes"],
+                                 "token positions computed": c["tokens_processed"],
+                                 "peak GPU memory (MiB)": (c["peak_memory_bytes"] / 2**20
+                                                           if c["peak_memory_bytes"] else None),
+                                 "seconds (batch)": c["seconds"]}
+                          for name, c in compute.items()})
+    saved = 1 - compute["compressed"]["tokens_processed"] / compute["original"]["tokens_processed"]
+    st.subheader("Compute")
+    st.caption(f"The compressed prompt saved {saved:.0%} of the token positions the model computed over all its "
+               "forward passes (padding not counted). Both outputs ran in one batch, so they share its time and memory.")
+    st.dataframe(table, width="stretch")
 
 
 def show_trajectories(view: dict) -> None:

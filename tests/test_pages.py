@@ -110,6 +110,10 @@ def test_the_side_by_side_view_replays_both_trajectories_and_diffs_by_tokens(pag
     assert [b.count('title="step ') for b in canvases] == [10, 10]
     assert [b.count("outline:") for b in canvases] == [1, 1]  # the token committed at step 10
     assert "<script>" not in "".join(canvases)
+    compute = view["compute"]
+    assert "Compute" in [s.value for s in at.subheader]
+    saved = 1 - compute["compressed"]["tokens_processed"] / compute["original"]["tokens_processed"]
+    assert any(c.value.startswith(f"The compressed prompt saved {saved:.0%}") for c in at.caption) and saved > 0
     at.toggle(key=f"token-diff-{view['run_id']}").set_value(True).run()
     assert token_diff_html(until_end(trajectories["original"]["piece"]),
                            until_end(trajectories["compressed"]["piece"])) in html_bodies(at)
