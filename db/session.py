@@ -7,9 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, make_url, select
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.errors import UserError
 from db.migrations import MIGRATIONS
 from db.models import SchemaMigration
 
@@ -27,18 +29,44 @@ _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
 
+def driver_url(url: str) -> str:
+    """``url`` with the PostgreSQL driver this project installs (psycopg 3), when it names none."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url.removeprefix(plain)
+    return url
+
+
 def get_engine(url: str) -> Engine:
     """One engine per URL per process, migrated before first use (the page and the worker race for it)."""
     with _engines_lock:
         if url not in _engines:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"check_same_thread": False} if url.startswith("sqlite") else {})
+            try:
+                engine = create_engine(driver_url(url), pool_pre_ping=True,
+                                       connect_args={"check_same_thread": False} if url.startswith("sqlite") else {})
+            except (ArgumentError, ModuleNotFoundError) as exc:
+                raise UserError(f"Not a database URL this app can open: {shown(url)} ({exc}). Use sqlite:///PATH "
+                                "or postgresql://USER:PASSWORD@HOST/DATABASE.") from None
             if url.startswith("sqlite"):
                 event.listen(engine, "connect", _sqlite_pragmas)
-            migrate(engine)
+            try:
+                migrate(engine)
+            except OperationalError as exc:
+                engine.dispose()
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise UserError(f"Cannot open the database at {shown(url)}: {reason}") from None
             _engines[url] = engine
         return _engines[url]
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(driver_url(url)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def migrate(engine: Engine) -> None:

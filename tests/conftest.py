@@ -28,9 +28,57 @@ def isolated_home(tmp_path_factory):
     return home
 
 
+# A PostgreSQL server (scripts/with_postgres.sh starts one in CI): the database, experiment, worker and
+# review tests then run on it as well as on SQLite, each test in a database of its own.
+POSTGRES = os.environ.get("COMPRESSLENS_TEST_POSTGRES")
+BOTH_BACKENDS = {"test_db", "test_experiments", "test_worker", "test_review"}
+
+
+def pytest_generate_tests(metafunc):
+    if "db_backend" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
+        metafunc.parametrize("db_backend", ["sqlite", "postgresql"] if POSTGRES and module in BOTH_BACKENDS
+                             else ["sqlite"])
+
+
 @pytest.fixture
-def db_url(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'test.db'}"
+def new_database(tmp_path, db_backend):
+    """A factory of empty databases of the backend under test, dropped after the test."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from db import session
+
+    made = []
+
+    def make(name: str = "test") -> str:
+        if db_backend == "sqlite":
+            return f"sqlite:///{tmp_path / f'{name}-{len(made)}.db'}"
+        database = f"cl_{name}_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{database}"'))
+        admin.dispose()
+        made.append(database)
+        return str(session.make_url(POSTGRES).set(database=database).render_as_string(hide_password=False))
+
+    yield make
+    if made:
+        admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for database in made:
+                for url, engine in list(session._engines.items()):
+                    if database in url:
+                        engine.dispose()
+                        session._engines.pop(url)
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db_url(new_database, monkeypatch):
+    url = new_database()
     monkeypatch.setenv("COMPRESSLENS_DB_URL", url)
     return url
 

@@ -93,7 +93,7 @@ def test_history_choices_come_from_playground_runs_only(tiny_plan, tiny_checkpoi
 
 def schema(engine) -> dict:
     """Tables with their columns (type, nullability, key), indexes, unique constraints and foreign keys
-    (column, table, referred column, on delete) of a SQLite database."""
+    (column, table, referred column, on delete) of a SQLite or PostgreSQL database."""
     inspector = inspect(engine)
     tables = {}
     for table in sorted(inspector.get_table_names()):
@@ -104,9 +104,15 @@ def schema(engine) -> dict:
                               for i in inspector.get_indexes(table)),
             "unique": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)),
         }
-        with engine.connect() as conn:  # SQLAlchemy does not reflect ON DELETE of a column added by ALTER TABLE
-            tables[table]["foreign_keys"] = sorted((row[3], row[2], row[4], row[6])
-                                                   for row in conn.exec_driver_sql(f"PRAGMA foreign_key_list({table})"))
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:  # SQLAlchemy does not reflect ON DELETE of a column SQLite added later
+                keys = [(row[3], row[2], row[4], row[6])
+                        for row in conn.exec_driver_sql(f"PRAGMA foreign_key_list({table})")]
+        else:
+            keys = [(k["constrained_columns"][0], k["referred_table"], k["referred_columns"][0],
+                     (k["options"].get("ondelete") or "NO ACTION").upper())
+                    for k in inspector.get_foreign_keys(table)]
+        tables[table]["foreign_keys"] = sorted(keys)
     return tables
 
 
@@ -123,25 +129,25 @@ def database_at(version: int, url: str):
     return old
 
 
-def test_a_database_upgraded_from_every_earlier_version_has_the_schema_of_a_new_one_and_the_models(tmp_path):
+def test_a_database_upgraded_from_every_earlier_version_has_the_schema_of_a_new_one_and_the_models(new_database):
     from sqlalchemy import create_engine
 
     from db.migrations import MIGRATIONS as STEPS
 
-    fresh = get_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
-    expected = schema(fresh)
-    from_models = create_engine(f"sqlite:///{tmp_path / 'models.db'}")
+    expected = schema(get_engine(new_database("fresh")))
+    from_models = create_engine(new_database("models"))
     models.Base.metadata.create_all(from_models)
     assert schema(from_models) == expected  # the migrations build what the code reads and writes
+    from_models.dispose()
     for version in range(len(STEPS)):
-        url = f"sqlite:///{tmp_path / f'v{version}.db'}"
+        url = new_database(f"v{version}")
         database_at(version, url).dispose()
         assert schema(get_engine(url)) == expected, f"upgraded from version {version}"
         assert schema_version(url) == STEPS[-1][0]
 
 
-def test_a_version_4_database_made_before_unblinded_review_gets_the_blind_column_and_keeps_its_tasks(tmp_path):
-    url = f"sqlite:///{tmp_path / 'v4.db'}"
+def test_a_version_4_database_made_before_unblinded_review_gets_the_blind_column_and_keeps_its_tasks(new_database):
+    url = new_database("v4")
     old = database_at(4, url)
     with old.begin() as conn:
         conn.execute(text("INSERT INTO review_tasks (name, created_at, experiment_ids, pair, n_items, "
@@ -154,12 +160,12 @@ def test_a_version_4_database_made_before_unblinded_review_gets_the_blind_column
         assert task.name == "old task" and task.blind is True
 
 
-def test_a_version_6_database_keeps_each_experiments_status_on_its_jobs(tmp_path):
+def test_a_version_6_database_keeps_each_experiments_status_on_its_jobs(new_database):
     """Before step 7 an experiment kept its own status: a cancelled one whose job said "done", one run
     from the command line with no job, and a queued one; each reads the same after the upgrade."""
     from db.queries import experiment_states
 
-    url = f"sqlite:///{tmp_path / 'v6.db'}"
+    url = new_database("v6")
     old = database_at(6, url)
     with old.begin() as conn:
         for number, (status, error) in enumerate([("cancelled", None), ("failed", "out of memory"), ("queued", None)],
@@ -179,3 +185,16 @@ def test_a_version_6_database_keeps_each_experiments_status_on_its_jobs(tmp_path
         assert {j.experiment_id: j.params for j in session.scalars(select(models.Job))} == {1: {}, 2: {}, 3: {}}
     assert not {"status", "done_units", "error", "finished_at"} & {
         c["name"] for c in inspect(get_engine(url)).get_columns("experiments")}
+
+
+def test_plain_postgresql_urls_get_the_installed_driver_and_an_unreachable_one_a_message(capsys):
+    from core.__main__ import main
+    from db.session import driver_url
+
+    assert driver_url("postgresql://u:p@db.lab/compresslens") == "postgresql+psycopg://u:p@db.lab/compresslens"
+    assert driver_url("postgres://u@db.lab/c") == "postgresql+psycopg://u@db.lab/c"
+    assert driver_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert main(["export", "--experiment", "1", "--db", "postgresql://me:secret@127.0.0.1:1/nodb"]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot open the database at postgresql+psycopg://me:***@127.0.0.1:1/nodb" in err
+    assert "secret" not in err and "Traceback" not in err
