@@ -197,6 +197,7 @@ def run_export(args) -> int:
     import csv
 
     from core import paths
+    from core.render import csv_cell
     from db.queries import output_rows
     from db.session import session_scope
 
@@ -209,7 +210,8 @@ def run_export(args) -> int:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     writer = csv.DictWriter(sys.stdout, fieldnames=columns)
     writer.writeheader()
-    writer.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()} for row in rows)
+    writer.writerows({k: csv_cell(json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
+                     for row in rows)
     return 0
 
 

@@ -138,6 +138,23 @@ def token_diff_html(a: list[str], b: list[str]) -> str:
     return f'{STYLE}<div class="cl-text">{"".join(spans)}</div>'
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading
+    apostrophe, as OWASP advises against CSV injection; numbers and other values stay as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def csv_text(frame, index: bool = True) -> str:
+    """A DataFrame as CSV with every text cell, index and header neutralised by ``csv_cell``."""
+    safe = frame.map(csv_cell).rename(columns=csv_cell)
+    if index:
+        safe.index = safe.index.map(lambda v: tuple(csv_cell(x) for x in v) if isinstance(v, tuple) else csv_cell(v))
+    return safe.to_csv(index=index)
+
+
 def metrics_rows(view: dict) -> list[dict]:
     """Long-form rows (metric, comparison, value) of a run view, for tables and charts."""
     labels = {

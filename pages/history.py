@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors import UserError
 from core.evaluation import analysis
-from core.render import md_escape
+from core.render import csv_text, md_escape
 from db.models import Item, Run
 from db.queries import (RUN_SORTS, TAG_MAX_CHARS, delete_run, distinct_tags, distinct_values, normalise_tags,
                         run_summaries, set_tags)
@@ -156,7 +156,7 @@ def compare_section() -> None:
                "Paired by prompt, compressor, ratio and seed where both experiments scored the same ones under "
                "a condition, otherwise unpaired (the pairing column says which).")
     st.dataframe(table, width="stretch", hide_index=True)
-    st.download_button("Download comparison (CSV)", table.to_csv(index=False).encode(),
+    st.download_button("Download comparison (CSV)", csv_text(table, index=False).encode(),
                        file_name=f"compare-{first}-vs-{second}-{reference}.csv", mime="text/csv")
     comparison_chart(table, first, second)
 

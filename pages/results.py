@@ -7,12 +7,13 @@ import json
 import plotly.express as px
 import streamlit as st
 
+from core import render
 from core.evaluation import analysis
 from pages.shared import db_url, experiment_labels, load_item_view, show_run
 
 def table_with_download(table, name: str) -> None:
     st.dataframe(table, width="stretch")
-    st.download_button(f"Download {name} (CSV)", table.to_csv().encode(), file_name=f"{name}.csv",
+    st.download_button(f"Download {name} (CSV)", render.csv_text(table).encode(), file_name=f"{name}.csv",
                        mime="text/csv", key=f"csv-{name}")
 
 

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
@@ -198,3 +200,30 @@ def test_plain_postgresql_urls_get_the_installed_driver_and_an_unreachable_one_a
     err = capsys.readouterr().err
     assert "Cannot open the database at postgresql+psycopg://me:***@127.0.0.1:1/nodb" in err
     assert "secret" not in err and "Traceback" not in err
+
+
+def test_exported_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tiny_checkpoint, db_url, tmp_path, capsys):
+    import csv
+    import io
+
+    import pandas as pd
+
+    from core.__main__ import main
+    from core.render import csv_cell, csv_text
+
+    assert [csv_cell(v) for v in ("=1+2", "+SUM(A1)", "-2+3", "@cmd", "plain", 3.5, -2)] == [
+        "'=1+2", "'+SUM(A1)", "'-2+3", "'@cmd", "plain", 3.5, -2]
+    frame = pd.DataFrame({"=HYPERLINK(\"x\")": ["=cmd|' /C calc'!A0", "ok"]}, index=["@a", "b"])
+    rows = list(csv.reader(io.StringIO(csv_text(frame))))
+    assert rows == [["", "'=HYPERLINK(\"x\")"], ["'@a", "'=cmd|' /C calc'!A0"], ["b", "ok"]]
+    hostile = "=HYPERLINK(\"http://evil\") Tom has 3 apples and buys 5 more. How many?"
+    plan = {"name": "csv", "source": {"kind": "inline", "name": "mine", "samples": [
+        {"source_id": "1", "task": "math", "prompt": hostile, "gold_solution": "#### 8", "reference": None}]}, "n_prompts": 1, "conditions": ["original"], "models": [str(tiny_checkpoint)],
+        "preset": "custom", "sampler": {"gen_length": 8, "steps": 8, "block_length": 8}}
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan))
+    assert main(["experiment", "--plan", str(plan_file), "--db", db_url]) == 0
+    capsys.readouterr()
+    assert main(["export", "--experiment", "1", "--format", "csv", "--db", db_url]) == 0
+    exported = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert exported[0]["item_prompt"] == "'" + hostile

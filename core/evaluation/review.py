@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.data.datasets import RECONSTRUCT_INSTRUCTION
+from core.render import csv_text
 from core.errors import UserError
 from core.evaluation.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
 from db.models import ReviewItem, ReviewLabel, ReviewTask, utcnow
@@ -402,7 +403,7 @@ def export_labels(db_url: str, task_id: int, fmt: str) -> str:
         return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(FRAME_COLUMNS))
     frame["tags"] = frame["tags"].map(";".join)
-    return frame.to_csv(index=False)
+    return csv_text(frame, index=False)
 
 
 MEASURES = (("preference", "nominal"), ("faithfulness_first", "ordinal"), ("faithfulness_second", "ordinal"))
