@@ -20,6 +20,9 @@ def test_run_renders_escaped_text_and_a_drawn_chart(browser, dashboard):
     page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
 
     assert page.evaluate("window.__pwned") is None and dialogs == []
+    # The shared-server settings: the header has no Deploy button or developer menu.
+    assert page.get_by_role("button", name="Deploy").count() == 0
+    assert page.get_by_test_id("stMainMenu").count() == 0
     # The markup is shown as the text it is, and "$3 ... $5" stays text instead of becoming LaTeX.
     prompt_box = page.locator(".cl-text").first
     assert "<script>window.__pwned=1</script>" in prompt_box.inner_text()

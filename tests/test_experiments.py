@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from core.__main__ import main
 from core.errors import UserError
@@ -135,6 +135,8 @@ def test_killed_experiment_resumes_without_duplicates_or_losses(tiny_plan, tiny_
     assert all(after[key] == value for key, value in before.items())  # nothing rewritten, nothing lost
     with session_scope(db_url) as session:
         assert session.scalar(select(func.count(models.Experiment.id))) == 1
+        if db_url.startswith("sqlite"):
+            assert session.execute(text("PRAGMA integrity_check")).scalar() == "ok"
 
 
 def test_cancel_stops_between_batches_and_a_rerun_finishes(tiny_plan, tiny_checkpoint, db_url):
@@ -161,18 +163,19 @@ def test_an_experiment_queued_twice_keeps_one_job(tiny_plan, tiny_checkpoint, db
 
 @pytest.mark.slow
 def test_study_shape_on_the_demo_model(db_url):
-    """20 GSM8K prompts x 2 ratios x the four conditions, end to end on the shipped demo model
-    (its wall time is bench/experiment_wall.py's figure)."""
-    plan = Plan.from_dict({"name": "gsm8k-20x2x4", "source": "gsm8k", "n_prompts": 20, "ratios": [1.5, 2.0],
+    """The 20-prompt study's shape (GSM8K x 2 ratios x the four conditions) end to end on the shipped demo
+    model, on 6 prompts; the 20-prompt run and its wall time are bench/experiment_wall.py's."""
+    n = 6
+    plan = Plan.from_dict({"name": "gsm8k-study-shape", "source": "gsm8k", "n_prompts": n, "ratios": [1.5, 2.0],
                            "compressors": [{"name": "random", "params": {"seed": 0}}],
-                           "models": ["compresslens/math-demo"], "batch_size": 20})
+                           "models": ["compresslens/math-demo"], "batch_size": n})
     summary = Runner(find_or_create(plan, db_url), ModelPool("cpu"), db_url).run()
-    assert summary["status"] == "done" and summary["outputs"] == 20 * (1 + 2 * 3) == summary["total_units"]
+    assert summary["status"] == "done" and summary["outputs"] == n * (1 + 2 * 3) == summary["total_units"]
     cells = {(r["ratio"], r["condition"], r["reference"], r["metric"]): r["n"] for r in summary["table"]}
     for ratio in (1.5, 2.0):
-        assert cells[(ratio, "compressed", "gold", "exact_match")] == 20
-        assert cells[(ratio, "reconstructed", "original_prompt", "bertscore_f1")] == 20
-        assert cells[(ratio, "reasoning_on_reconstructed", "original_output", "bleu")] == 20
+        assert cells[(ratio, "compressed", "gold", "exact_match")] == n
+        assert cells[(ratio, "reconstructed", "original_prompt", "bertscore_f1")] == n
+        assert cells[(ratio, "reasoning_on_reconstructed", "original_output", "bleu")] == n
 
 
 def test_several_sources_and_the_published_study_preset():

@@ -178,3 +178,47 @@ def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_job_to_the_new_w
     assert wrote == []
     state = job_state(db_url, 1)
     assert state["status"] == "running" and state["message"] == "Starting" and state["progress"] == 0.0
+
+
+def test_a_worker_process_killed_mid_experiment_is_replaced_and_the_experiment_finishes_once(tiny_plan,
+                                                                                            tiny_checkpoint, db_url):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from core.pipeline.experiments import experiment_summary, total_units
+    from core.pipeline.worker import submit_experiment
+    from db.queries import output_rows
+
+    plan = tiny_plan(tiny_checkpoint, n_prompts=4, batch_size=1)
+    experiment_id, job_id = submit_experiment(db_url, plan)
+    expected = total_units(plan, 4)
+    command = [sys.executable, "-m", "core", "worker", "--db", db_url]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def stored() -> list:
+        with session_scope(db_url) as session:
+            return output_rows(session, experiment_id)
+
+    first = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(stored()) < 3:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = {(r["run_id"], r["source_id"], r["condition"]): r["output"] for r in stored()}
+    assert 3 <= len(before) < expected and job_state(db_url, job_id)["status"] == "running"  # killed mid-run
+
+    second = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and job_state(db_url, job_id)["status"] != "done":
+            time.sleep(0.2)
+    finally:
+        second.terminate()
+        second.wait(10)
+    after = {(r["run_id"], r["source_id"], r["condition"]): r["output"] for r in stored()}
+    assert job_state(db_url, job_id)["status"] == "done" and len(stored()) == len(after) == expected
+    assert all(after[key] == text for key, text in before.items())  # nothing lost, nothing written twice
+    assert experiment_summary(db_url, experiment_id)["status"] == "done"
