@@ -37,6 +37,53 @@ from db.session import session_scope
 
 
 
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _list_of(check):
+    return lambda value: isinstance(value, list) and all(check(v) for v in value)
+
+
+def _dict_of(check):
+    return lambda value: isinstance(value, dict) and all(isinstance(k, str) and check(v) for k, v in value.items())
+
+
+def _text(value) -> bool:
+    return isinstance(value, str)
+
+
+def _source(value) -> bool:
+    return isinstance(value, (str, dict))
+
+
+# What each plan key holds, checked before a plan is built, so a malformed one gets a message.
+PLAN_TYPES = {
+    "name": _text, "source": lambda v: _source(v) or _list_of(_source)(v), "n_prompts": _integer,
+    "sample_seed": _integer,
+    "compressors": _list_of(lambda c: isinstance(c, dict) and isinstance(c.get("name"), str)
+                            and isinstance(c.get("params", {}), dict)),
+    "ratios": _list_of(_number), "conditions": _list_of(_text), "seeds": _list_of(_integer),
+    "models": _list_of(_text), "preset": lambda v: v is None or _text(v), "sampler": lambda v: v is None or _dict_of(
+        lambda _v: True)(v), "gen_length": _dict_of(_integer), "instructions": lambda v: v is None or _dict_of(_text)(v),
+    "bertscore_backbone": lambda v: v is None or _text(v), "batch_size": _integer, "infill_length": _text,
+    "infill_k": _integer,
+}
+PLAN_TYPE_NAMES = {
+    "name": "text", "source": "a source name or spec, or a list of them", "n_prompts": "a whole number",
+    "sample_seed": "a whole number", "compressors": 'a list of {"name": ..., "params": {...}}',
+    "ratios": "a list of numbers", "conditions": "a list of condition names", "seeds": "a list of whole numbers",
+    "models": "a list of model ids", "preset": "a preset name or null", "sampler": "an object or null",
+    "gen_length": "an object of whole numbers by task", "instructions": "an object of texts by task, or null",
+    "bertscore_backbone": "a backbone name or null", "batch_size": "a whole number", "infill_length": "text",
+    "infill_k": "a whole number",
+}
+
+
 @dataclass
 class Plan:
     name: str = "experiment"
@@ -60,10 +107,15 @@ class Plan:
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Plan":
+        if not isinstance(raw, dict):
+            raise UserError("A plan is one JSON object")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise UserError(f"Unknown plan key(s): {', '.join(unknown)}; a plan has {', '.join(sorted(known))}")
+        for key, value in raw.items():
+            if not PLAN_TYPES[key](value):
+                raise UserError(f"Plan key {key!r} must be {PLAN_TYPE_NAMES[key]}, not {value!r}"[:300])
         plan = cls(**raw)
         plan.validate()
         return plan
