@@ -57,13 +57,9 @@ def _text(value) -> bool:
     return isinstance(value, str)
 
 
-def _source(value) -> bool:
-    return isinstance(value, (str, dict))
-
-
 # What each plan key holds, checked before a plan is built, so a malformed one gets a message.
 PLAN_TYPES = {
-    "name": _text, "source": lambda v: _source(v) or _list_of(_source)(v), "n_prompts": _integer,
+    "name": _text, "source": lambda v: isinstance(v, (str, dict, list)), "n_prompts": _integer,
     "sample_seed": _integer,
     "compressors": _list_of(lambda c: isinstance(c, dict) and isinstance(c.get("name"), str)
                             and isinstance(c.get("params", {}), dict)),
