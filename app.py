@@ -8,19 +8,24 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from sqlalchemy.engine import make_url
-
 from core import render
+from core.errors import UserError
 from core.generation import demo, smol_diffusion
 from core.pipeline.service import default_model
 from core.pipeline.worker import in_process_worker
 from db.queries import run_count
-from db.session import schema_version, session_scope
+from db.session import schema_version, session_scope, shown
 from pages.shared import db_url, get_worker
 
 st.set_page_config(page_title="CompressLens", page_icon=":material/compress:", layout="wide")
 
-worker = get_worker()
+try:  # a wrong database URL or worker setting is said here, before any page or the worker touches it
+    with session_scope(db_url()) as session:
+        stored = run_count(session)
+    worker = get_worker()
+except UserError as exc:
+    st.error(render.md_escape(exc))
+    st.stop()
 with st.sidebar:
     st.markdown("### CompressLens")
     device = f"GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only (no GPU found)"
@@ -35,10 +40,7 @@ with st.sidebar:
                    "CompressLens (134.5M parameters, far below LLaDA-8B; no LLaDA-8B and GPU here)")
     else:
         st.caption(f"Default model: {render.md_escape(model_id)}")
-    with session_scope(db_url()) as session:
-        stored = run_count(session)
-    shown_url = make_url(db_url()).render_as_string(hide_password=True)
-    st.caption(f"Database: {render.md_escape(shown_url)} (schema v{schema_version(db_url())}, {stored} runs)")
+    st.caption(f"Database: {render.md_escape(shown(db_url()))} (schema v{schema_version(db_url())}, {stored} runs)")
     if in_process_worker():
         st.caption("Worker: " + ("running" + (f", job #{worker.current_job}" if worker.current_job else ", idle")
                                  if worker.alive else "stopped"))

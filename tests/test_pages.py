@@ -235,6 +235,20 @@ def test_app_shell_shows_device_database_and_pages(page_env):
     assert at.title[0].value == "Playground"
 
 
+def test_a_database_or_worker_setting_that_cannot_work_is_said_in_the_page(page_env, monkeypatch):
+    monkeypatch.setenv("COMPRESSLENS_DB_URL", "postgresql://me:secret@127.0.0.1:1/nodb")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert at.error[0].value.startswith(md_escape("Cannot open the database at postgresql+psycopg://me:***@"))
+    assert "secret" not in at.error[0].value
+    monkeypatch.setenv("COMPRESSLENS_DB_URL", page_env)
+    monkeypatch.setenv("COMPRESSLENS_WORKER", "sometimes")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception and md_escape("COMPRESSLENS_WORKER is 'sometimes'") in at.error[0].value
+
+
 def test_offline_default_is_the_smollm2_diffusion_model_and_the_page_says_so(db_url, monkeypatch):
     monkeypatch.delenv("COMPRESSLENS_MODEL", raising=False)
     at = AppTest.from_file(str(PAGES / "playground.py"), default_timeout=180)
