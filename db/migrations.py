@@ -249,6 +249,20 @@ def _v8_output_trajectory_and_compute(engine: Engine) -> None:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind.compile(dialect=engine.dialect)}"))
 
 
+def _v9_label_history(engine: Engine) -> None:
+    metadata = MetaData()
+    Table("review_items", metadata, Column("id", Integer, primary_key=True))
+    events = Table("review_label_events", metadata,
+                   Column("id", Integer, primary_key=True),
+                   Column("item_id", Integer, ForeignKey("review_items.id", ondelete="CASCADE"), nullable=False,
+                          index=True),
+                   Column("annotator", String(80), nullable=False),
+                   Column("changed_at", DateTime, nullable=False),
+                   Column("old", JSON),
+                   Column("new", JSON, nullable=False))
+    metadata.create_all(engine, tables=[events], checkfirst=True)
+
+
 # (version, name, step), applied in order, each once (db.session.migrate records them).
 MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (1, "runs, items, conditions, outputs, metrics, jobs", _v1_results),
@@ -259,4 +273,5 @@ MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (6, "job heartbeats", _v6_job_heartbeats),
     (7, "an experiment's status lives on its jobs", _v7_experiment_state_on_jobs),
     (8, "output trajectories and compute; compressors' forward passes", _v8_output_trajectory_and_compute),
+    (9, "append-only label history", _v9_label_history),
 ]

@@ -224,3 +224,15 @@ class ReviewLabel(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     item: Mapped[ReviewItem] = relationship(back_populates="labels")
+
+
+class ReviewLabelEvent(Base):
+    """Append-only history of labels: every save, with what it replaced (null for the first) and what it wrote."""
+
+    __tablename__ = "review_label_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), index=True)
+    annotator: Mapped[str] = mapped_column(String(80))
+    changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    old: Mapped[dict | None] = mapped_column(JSON)
+    new: Mapped[dict] = mapped_column(JSON)

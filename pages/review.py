@@ -237,6 +237,14 @@ def results_section() -> None:
     if frame.empty:
         st.info("No labels yet.")
         return
+    with st.expander("Label history (every save, append-only)"):
+        history = review.label_history(db_url(), task_id)
+        st.dataframe(pd.DataFrame(history), width="stretch", hide_index=True)
+        cols = st.columns(2)
+        for column, fmt, mime in zip(cols, review.EXPORT_FORMATS, ("text/csv", "application/jsonl")):
+            column.download_button(f"Download history ({fmt.upper()})", review.export_history(db_url(), task_id, fmt),
+                                   file_name=f"review-task-{task_id}-history.{fmt}", mime=mime,
+                                   key=f"history-{fmt}")
 
     st.subheader("Agreement")
     st.caption("Over the items with two labels or more. Cohen's kappa when exactly two annotators labelled the task; "

@@ -97,6 +97,11 @@ def answer_as(db_url, item_id, annotator, preference="A", a=4, b=2, tags=(), com
     review.save_label(db_url, item_id, annotator, preference, a, b, list(tags), comment)
 
 
+def review_task_of(db_url, item_id) -> int:
+    with session_scope(db_url) as session:
+        return session.get(models.ReviewItem, item_id).task_id
+
+
 def stored_labels(db_url) -> list[models.ReviewLabel]:
     with session_scope(db_url) as session:
         return session.scalars(select(models.ReviewLabel).order_by(models.ReviewLabel.id)).all()
@@ -115,9 +120,9 @@ def test_migration_4_adds_review_tables_to_a_version_3_database(tmp_path):
         session.commit()
     engine.dispose()
 
-    assert schema_version(url) == MIGRATIONS[-1][0] == 8  # opening it migrates
+    assert schema_version(url) == MIGRATIONS[-1][0] == 9  # opening it migrates
     migrate(get_engine(url))  # a second pass changes nothing
-    assert schema_version(url) == 8
+    assert schema_version(url) == 9
     inspector = inspect(get_engine(url))
     assert {"review_tasks", "review_items", "review_labels"} <= set(inspector.get_table_names())
     unique = inspector.get_unique_constraints("review_labels")
@@ -301,6 +306,22 @@ def test_saving_again_revises_the_one_label(db_url):
     assert {label.faithfulness_first, label.faithfulness_second} == {1, 2}
 
 
+def test_every_revision_is_kept_in_an_append_only_history_the_reviewer_exports(db_url):
+    task_id, items = new_task(db_url, n_items=1)
+    item_id = items[0].id
+    answer_as(db_url, item_id, "ann", "tie", a=3, b=3, tags=["other"], comment="=first look")
+    answer_as(db_url, item_id, "ann", "both_bad", a=1, b=2, tags=[], comment="second look")
+    history = review.label_history(db_url, task_id)
+    assert [(h["annotator"], h["old_preference"], h["new_preference"]) for h in history] == [
+        ("ann", None, "tie"), ("ann", "tie", "both_bad")]
+    assert history[1]["old_comment"] == "=first look" and history[1]["new_tags"] == []
+    rows = list(csv.DictReader(io.StringIO(review.export_history(db_url, task_id, "csv"))))
+    assert [r["new_comment"] for r in rows] == ["'=first look", "second look"]  # no formula reaches a spreadsheet
+    assert rows[0]["new_tags"] == "other"
+    assert [json.loads(line)["new_preference"] for line in review.export_history(db_url, task_id, "jsonl")
+            .splitlines()] == ["tie", "both_bad"]
+
+
 @pytest.mark.parametrize("change,message", [
     ({"annotator": "  "}, "Enter your name"),
     ({"annotator": "x" * 81}, "at most 80 characters"),
@@ -366,6 +387,11 @@ def test_concurrent_saves_keep_exactly_one_label(db_url):
     assert errors == []
     (label,) = stored_labels(db_url)
     assert label.preference in ("tie", "both_bad")
+    # No revision lost: ten saves, ten events, each replacing what the one before it wrote.
+    history = review.label_history(db_url, review_task_of(db_url, item_id))
+    assert len(history) == 10 and history[0]["old_preference"] is None
+    assert all(h["old_preference"] == before["new_preference"] for before, h in zip(history, history[1:]))
+    assert history[-1]["new_preference"] == label.preference
 
 
 def test_the_queue_resumes_and_drops_items_that_have_their_annotators(db_url):

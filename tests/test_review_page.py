@@ -197,7 +197,12 @@ def test_annotators_label_blind_resume_revise_and_export(experiment, db_url, mon
     assert agreement["items"].tolist() == [1, 1, 1]
     assert any("tag" in t.columns and "share" in t.columns for t in tables) and at.get("plotly_chart")
     assert {"Most disagreed items", "Human preference and the metrics"} <= {s.value for s in at.subheader}
-    assert [b.label for b in at.get("download_button")] == ["Download labels (CSV)", "Download labels (JSONL)"]
+    assert [b.label for b in at.get("download_button")] == ["Download labels (CSV)", "Download labels (JSONL)",
+                                                            "Download history (CSV)", "Download history (JSONL)"]
+    # Mirela's first label, her revision, then Bea's: three saves in the history, oldest first.
+    history = pd.read_csv(io.BytesIO(downloads["review-task-1-history.csv"]), keep_default_na=False)
+    assert list(history["annotator"]) == ["Mirela", "Mirela", "Bea"]
+    assert history["old_preference"].tolist()[:2] == ["", history["new_preference"][0]]
     csv = pd.read_csv(io.BytesIO(downloads["review-task-1-labels.csv"]))
     assert sorted(csv["annotator"]) == ["Bea", "Mirela"] and set(csv["compressor"]) == {"random"}
     assert csv.set_index("annotator").loc["Bea", "tags"] == "omitted_information;other"

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,7 +26,7 @@ from core.data.datasets import RECONSTRUCT_INSTRUCTION
 from core.render import csv_text
 from core.errors import UserError
 from core.evaluation.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
-from db.models import ReviewItem, ReviewLabel, ReviewTask, utcnow
+from db.models import ReviewItem, ReviewLabel, ReviewLabelEvent, ReviewTask, utcnow
 from db.queries import NO_COMPRESSION, baseline_row_key, is_baseline_row, output_rows
 from db.session import session_scope
 
@@ -318,17 +318,28 @@ def _canonical(answer: dict, a_is_first: bool) -> dict:
             "tags": answer["tags"], "comment": answer["comment"], "a_is_first": a_is_first}
 
 
+LABEL_FIELDS = ("preference", "faithfulness_first", "faithfulness_second", "tags", "comment", "a_is_first")
+
+
 def _upsert(db_url: str, item_id: int, annotator: str, answer: dict) -> None:
+    """Writes the label and its history event in one transaction. To revise a label, a no-op update first
+    takes the write lock (SQLite) or the row lock (PostgreSQL) and the label is read again, so what the event
+    says it replaced is what it replaced; a first label racing another is refused by the unique key."""
     with session_scope(db_url) as session:
         item = _item(session, item_id)
         values = _canonical(answer, order_for(item.task.seed, item.id, annotator))
         label = _own_label(session, item.id, annotator)
+        if label is not None:
+            session.execute(update(ReviewLabel).where(ReviewLabel.id == label.id).values(updated_at=utcnow()))
+            session.refresh(label)
+        old = None if label is None else {key: getattr(label, key) for key in LABEL_FIELDS}
         if label is None:
             session.add(ReviewLabel(item_id=item.id, annotator=annotator, **values))
         else:
             for key, value in values.items():
                 setattr(label, key, value)
-            label.updated_at = utcnow()
+        session.add(ReviewLabelEvent(item_id=item.id, annotator=annotator, old=old,
+                                     new={key: values[key] for key in LABEL_FIELDS}))
 
 
 def save_label(db_url: str, item_id: int, annotator: str, preference: str, faithfulness_a: int,
@@ -387,6 +398,32 @@ def label_rows(db_url: str, task_id: int) -> list[dict]:
                 | {"context_label": item.context_label, "context": item.context, "first_text": item.first_text,
                    "second_text": item.second_text}
                 for label, item in session.execute(query)]
+
+
+def label_history(db_url: str, task_id: int) -> list[dict]:
+    """Every save of every label of the task, oldest first: who, when, and each field before and after."""
+    with session_scope(db_url) as session:
+        _task(session, task_id)
+        query = (select(ReviewLabelEvent, ReviewItem).join(ReviewItem, ReviewItem.id == ReviewLabelEvent.item_id)
+                 .where(ReviewItem.task_id == task_id).order_by(ReviewLabelEvent.id))
+        return [{"item_id": item.id, "position": item.position, "annotator": event.annotator,
+                 "changed_at": event.changed_at.isoformat(timespec="seconds")}
+                | {f"old_{key}": (event.old or {}).get(key) for key in LABEL_FIELDS}
+                | {f"new_{key}": event.new[key] for key in LABEL_FIELDS}
+                for event, item in session.execute(query)]
+
+
+def export_history(db_url: str, task_id: int, fmt: str) -> str:
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"Export format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}")
+    rows = label_history(db_url, task_id)
+    if fmt == "jsonl":
+        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    frame = pd.DataFrame(rows)
+    for column in ("old_tags", "new_tags"):
+        if column in frame:
+            frame[column] = frame[column].map(lambda tags: ";".join(tags) if isinstance(tags, list) else tags)
+    return csv_text(frame, index=False)
 
 
 def labels_frame(db_url: str, task_id: int) -> pd.DataFrame:
