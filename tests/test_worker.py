@@ -222,3 +222,29 @@ def test_a_worker_process_killed_mid_experiment_is_replaced_and_the_experiment_f
     assert job_state(db_url, job_id)["status"] == "done" and len(stored()) == len(after) == expected
     assert all(after[key] == text for key, text in before.items())  # nothing lost, nothing written twice
     assert experiment_summary(db_url, experiment_id)["status"] == "done"
+
+
+def test_the_worker_and_page_writes_side_by_side_never_meet_a_locked_database(tiny_plan, tiny_checkpoint, db_url):
+    """While a worker writes an experiment batch by batch, a page tags a run over and over: every write of
+    both goes through (short transactions; SQLite waits for the lock instead of failing)."""
+    from core.pipeline.service import compare
+    from core.pipeline.worker import submit_experiment
+    from db.queries import set_tags
+
+    view = compare(request(tiny_checkpoint), ModelPool("cpu"), db_url)
+    _, job_id = submit_experiment(db_url, tiny_plan(tiny_checkpoint, n_prompts=3, batch_size=1))
+    worker = Worker(db_url, ModelPool("cpu"), poll_seconds=0.05).start()
+    errors, writes = [], 0
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and job_state(db_url, job_id)["status"] in ("queued", "running"):
+            try:
+                with session_scope(db_url) as session:
+                    set_tags(session, view["run_id"], [f"pass-{writes % 3}"])
+                writes += 1
+            except Exception as exc:  # any failure at all is what this test looks for
+                errors.append(exc)
+    finally:
+        worker.stop()
+    assert errors == [] and writes > 10
+    assert job_state(db_url, job_id)["status"] == "done"
