@@ -581,3 +581,37 @@ def test_an_empty_task_exports_headers_and_empty_tables(db_url):
     frame = review.labels_frame(db_url, task_id)
     assert frame.empty and review.tag_counts(frame).empty and review.disagreements(frame).empty
     assert review.preference_vs_metrics(frame).empty
+
+
+def test_processes_saving_labels_at_once_leave_one_label_each_and_every_revision(db_url, tmp_path):
+    """Three processes revise the labels of the same two items as the same annotators, five times each."""
+    import os
+    import subprocess
+    import sys
+
+    _, items = new_task(db_url, n_items=2)
+    script = tmp_path / "save.py"
+    script.write_text(
+        "import sys\n"
+        "from core.evaluation import review\n"
+        "url, items, who = sys.argv[1], [int(i) for i in sys.argv[2].split(',')], sys.argv[3]\n"
+        "for n in range(5):\n"
+        "    for item in items:\n"
+        "        for annotator in ('ann', 'bea'):\n"
+        "            review.save_label(url, item, annotator, 'tie', 1 + n % 5, 3, [], f'{who}-{n}')\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo}
+    workers = [subprocess.Popen([sys.executable, str(script), db_url, ",".join(str(i.id) for i in items), who],
+                                cwd=repo, env=env, stderr=subprocess.PIPE, text=True) for who in "xyz"]
+    failures = [w.communicate(timeout=240)[1] for w in workers if w.wait(timeout=240) != 0]
+    assert failures == []
+    labels = stored_labels(db_url)
+    assert sorted((label.item_id, label.annotator) for label in labels) == sorted(
+        (item.id, annotator) for item in items for annotator in ("ann", "bea"))
+    history = review.label_history(db_url, review_task_of(db_url, items[0].id))
+    assert len(history) == 3 * 5 * 2 * 2
+    for label in labels:  # per label: a chain of saves, each replacing the one before, ending in the label
+        chain = [h for h in history if (h["item_id"], h["annotator"]) == (label.item_id, label.annotator)]
+        assert chain[0]["old_comment"] is None
+        assert all(h["old_comment"] == before["new_comment"] for before, h in zip(chain, chain[1:]))
+        assert chain[-1]["new_comment"] == label.comment
