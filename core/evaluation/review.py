@@ -414,16 +414,8 @@ def label_history(db_url: str, task_id: int) -> list[dict]:
 
 
 def export_history(db_url: str, task_id: int, fmt: str) -> str:
-    if fmt not in EXPORT_FORMATS:
-        raise UserError(f"Export format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}")
-    rows = label_history(db_url, task_id)
-    if fmt == "jsonl":
-        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    frame = pd.DataFrame(rows)
-    for column in ("old_tags", "new_tags"):
-        if column in frame:
-            frame[column] = frame[column].map(lambda tags: ";".join(tags) if isinstance(tags, list) else tags)
-    return csv_text(frame, index=False)
+    """Every save of the task's labels, oldest first; in CSV the tags are joined by ';'."""
+    return _export(label_history(db_url, task_id), fmt, ("old_tags", "new_tags"), [])
 
 
 def labels_frame(db_url: str, task_id: int) -> pd.DataFrame:
@@ -433,13 +425,18 @@ def labels_frame(db_url: str, task_id: int) -> pd.DataFrame:
 
 def export_labels(db_url: str, task_id: int, fmt: str) -> str:
     """Every label of the task, unblinded; in CSV the tags are joined by ';'."""
+    return _export(label_rows(db_url, task_id), fmt, ("tags",), list(FRAME_COLUMNS))
+
+
+def _export(rows: list[dict], fmt: str, tag_columns: tuple[str, ...], empty_columns: list[str]) -> str:
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"Export format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}")
-    rows = label_rows(db_url, task_id)
     if fmt == "jsonl":
         return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(FRAME_COLUMNS))
-    frame["tags"] = frame["tags"].map(";".join)
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=empty_columns)
+    for column in tag_columns:
+        if column in frame:
+            frame[column] = frame[column].map(lambda tags: ";".join(tags) if isinstance(tags, list) else tags)
     return csv_text(frame, index=False)
 
 
