@@ -305,6 +305,34 @@ def test_experiments_page_queues_a_plan_and_follows_it(page_env, tiny_checkpoint
     assert at.error[0].value == "Not a list of numbers: 'one, two'"
 
 
+def test_results_page_shows_when_answers_were_committed(tiny_plan, page_env, tiny_checkpoint):
+    """The tiny model writes no numbers, so its stored outputs are given answers and trajectories: on the
+    original prompts "42" settles at steps 2 and 1 of 5 and is right; on the compressed, at 4 and 5, wrong."""
+    from core.pipeline.experiments import Runner, find_or_create
+    from core.pipeline.service import ModelPool
+    from db import models
+
+    experiment_id = find_or_create(tiny_plan(tiny_checkpoint, conditions=["original", "compressed"]), page_env)
+    Runner(experiment_id, ModelPool("cpu"), page_env).run()
+    pieces = [" The", " answer", " is", " 4", "2"]
+    with session_scope(page_env) as session:
+        for output in session.query(models.Output):
+            original = output.condition.name == "original"
+            output.extracted_answer = "42"
+            output.trajectory = {"piece": pieces, "prob": [0.9] * 5,
+                                 "step": [5, 4, 3, 2, 1] if original else [1, 2, 3, 4, 5]}
+            for metric in output.metrics:
+                if (metric.name, metric.reference) == ("exact_match", "gold"):
+                    metric.value = 1.0 if original else 0.0
+    at = AppTest.from_file(str(PAGES / "results.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if ("commit_step_share", "mean") in d.value.columns)
+    assert table.loc[("original", "right"), ("commit_step_share", "mean")] == pytest.approx(1.5 / 5)
+    assert table.loc[("compressed", "wrong"), ("commit_step_share", "mean")] == pytest.approx(4.5 / 5)
+    assert table.loc[("compressed", "wrong"), ("commit_step_share", "count")] == 3 * 2  # 3 prompts x 2 ratios
+
+
 def test_results_page_shows_curves_tables_and_tests(tiny_plan, page_env, tiny_checkpoint):
     from core.pipeline.experiments import Runner, find_or_create
     from core.pipeline.service import ModelPool
