@@ -96,11 +96,12 @@ def reconstruction(n: int, device: str | None, batch: int) -> None:
     control = ARGenerator(PACKAGED_SMOLLM2, device)  # the model self_information asks
     params = PRESETS[smol_diffusion.SMOL_PRESET][1]
 
+    def texts_of(run, inputs: list) -> list[str]:
+        """``run`` (the generator's generate or infill) over ``inputs`` in batches; the texts."""
+        return [g.text for start in range(0, len(inputs), batch) for g in run(inputs[start:start + batch], params, 0)]
+
     def answered(prompts: list[str]) -> list[str]:
-        texts = []
-        for start in range(0, len(prompts), batch):
-            texts += [g.text for g in generator.generate(prompts[start:start + batch], params, 0)]
-        return texts
+        return texts_of(generator.generate, prompts)
 
     def accuracy(texts: list[str]) -> float:
         return round(sum(extract_answer(t) == a for t, a in zip(texts, answers)) / len(answers), 4)
@@ -124,10 +125,7 @@ def reconstruction(n: int, device: str | None, batch: int) -> None:
                                                   for q, c in zip(questions, cuts)])}
             for rule in infill.LENGTH_RULES:
                 canvases = [conditions.canvas(c, rule, infill.DEFAULT_K, generator.count_tokens) for c in cuts]
-                filled = []
-                for start in range(0, len(canvases), batch):
-                    filled += [g.text for g in generator.infill(canvases[start:start + batch], params, 0)]
-                rebuilt[f"infilled_{rule}"] = filled
+                rebuilt[f"infilled_{rule}"] = texts_of(generator.infill, canvases)
             for label, texts in rebuilt.items():
                 shares = [infill.restored(c.words, t) for c, t in zip(cuts, texts)]
                 numbers = [s["dropped_numbers_restored"] for s in shares if "dropped_numbers_restored" in s]

@@ -63,19 +63,23 @@ def reconstruction_html(pieces: list[tuple[str, str]]) -> str:
     return f'{STYLE}<div class="cl-text">{html}</div>'
 
 
-def word_diff(a: str, b: str) -> list[tuple[str, str]]:
-    """(op, text) pieces turning ``a`` into ``b`` word by word: op is 'same', 'del' or 'ins'."""
-    a_words, b_words = re.findall(r"\S+", a), re.findall(r"\S+", b)
-    pieces = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a_words, b_words, autojunk=False).get_opcodes():
+def sequence_diff(a: list[str], b: list[str]) -> list[tuple[str, list[str]]]:
+    """(op, items) runs turning ``a`` into ``b``: op is 'same', 'del' or 'ins'."""
+    runs = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if op == "equal":
-            pieces.append(("same", " ".join(a_words[i1:i2])))
+            runs.append(("same", a[i1:i2]))
             continue
         if i2 > i1:
-            pieces.append(("del", " ".join(a_words[i1:i2])))
+            runs.append(("del", a[i1:i2]))
         if j2 > j1:
-            pieces.append(("ins", " ".join(b_words[j1:j2])))
-    return pieces
+            runs.append(("ins", b[j1:j2]))
+    return runs
+
+
+def word_diff(a: str, b: str) -> list[tuple[str, str]]:
+    """(op, text) pieces turning ``a`` into ``b`` word by word: op is 'same', 'del' or 'ins'."""
+    return [(op, " ".join(words)) for op, words in sequence_diff(re.findall(r"\S+", a), re.findall(r"\S+", b))]
 
 
 def diff_stats(pieces: list[tuple[str, str]]) -> dict[str, int]:
@@ -123,18 +127,9 @@ def until_end(pieces: list[str]) -> list[str]:
 
 def token_diff_html(a: list[str], b: list[str]) -> str:
     """Two outputs diffed by the model's own tokens, each token's boundary drawn."""
-    def tokens(pieces, css=""):
-        return "".join(f'<span class="cl-tok{css}">{escape(p)}</span>' for p in pieces)
-
-    spans = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if op == "equal":
-            spans.append(tokens(a[i1:i2]))
-            continue
-        if i2 > i1:
-            spans.append(tokens(a[i1:i2], " cl-del"))
-        if j2 > j1:
-            spans.append(tokens(b[j1:j2], " cl-ins"))
+    css = {"same": "", "del": " cl-del", "ins": " cl-ins"}
+    spans = [f'<span class="cl-tok{css[op]}">{escape(piece)}</span>'
+             for op, pieces in sequence_diff(a, b) for piece in pieces]
     return f'{STYLE}<div class="cl-text">{"".join(spans)}</div>'
 
 

@@ -21,6 +21,8 @@ EM = "exact_match@gold"
 REFERENCES = ("gold", "reference_summary", "original_output", "original_prompt")  # what metrics are scored against
 CONTINUOUS = ("bleu", "rouge1", "rouge2", "rougeL", "bertscore_p", "bertscore_r", "bertscore_f1")
 COMPRESSED_CONDITIONS = ("compressed", "reasoning_on_reconstructed", "reasoning_on_infilled")
+# Within one experiment, what an output shares with its baseline output (db.queries.baseline_row_key across several).
+PROMPT_KEY = ["model", "seed", "source_id"]
 
 
 def outputs_frame(db_url: str, experiment_id: int) -> pd.DataFrame:
@@ -123,10 +125,9 @@ def compute_savings(frame: pd.DataFrame) -> pd.DataFrame:
     needed = {"tokens_processed", "sampler"}
     if not needed <= set(frame) or frame["tokens_processed"].isna().all():
         return pd.DataFrame()
-    keys = ["model", "seed", "source_id"]
-    base = frame[frame["condition"] == "original"][keys + ["tokens_processed"] + ([EM] if EM in frame else [])]
+    base = frame[frame["condition"] == "original"][PROMPT_KEY + ["tokens_processed"] + ([EM] if EM in frame else [])]
     compressed = frame[frame["condition"] == "compressed"]
-    joined = compressed.merge(base, on=keys, suffixes=("", "_original")).dropna(
+    joined = compressed.merge(base, on=PROMPT_KEY, suffixes=("", "_original")).dropna(
         subset=["tokens_processed", "tokens_processed_original"])
     if joined.empty:
         return pd.DataFrame()
@@ -264,7 +265,7 @@ def length_control(frame: pd.DataFrame, bins: int = 4) -> pd.DataFrame:
     """Accuracy by prompt-length bin, for the original prompt's length and the compressed prompt's."""
     if EM not in frame:
         return pd.DataFrame()
-    original = frame[frame["condition"] == "original"].set_index(["model", "seed", "source_id"])["prompt_tokens"]
+    original = frame[frame["condition"] == "original"].set_index(PROMPT_KEY)["prompt_tokens"]
     part = frame[frame["condition"] == "compressed"].dropna(subset=[EM]).copy()
     if part.empty:
         return pd.DataFrame()

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
-from core.generation.generator import Generation, ModelInfo, StepCallback, check_lengths, hub_revision, left_pad
+from core.generation.generator import (Generation, ModelInfo, StepCallback, check_lengths, hub_revision, left_pad,
+                                       spaced_tokens)
 from core.llada import loader
 from core.llada.sampler import SamplerParams
 from core.paths import package_folder
@@ -99,8 +100,7 @@ class ARGenerator:
         """Each word's self-information, -log p of its tokens given the text before it (Selective Context's
         measure), summed over the word's tokens, from one forward pass. Returns the values and the passes."""
         ids, owner = [], []
-        for i, word in enumerate(words):
-            tokens = self.tokenizer((" " if i else "") + word, add_special_tokens=False).input_ids
+        for i, tokens in enumerate(spaced_tokens(self.tokenizer, words)):
             ids += tokens
             owner += [i] * len(tokens)
         check_lengths([len(ids)], 0, self.info.max_length)

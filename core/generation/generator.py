@@ -120,6 +120,11 @@ def run_sampler(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None
     return sampler.generate(model, prompt, attention_mask, cfg_scale=params.cfg_scale, **common), trace
 
 
+def spaced_tokens(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids as it stands in the texts joined by spaces: after a space, but for the first."""
+    return [tokenizer((" " if i else "") + text, add_special_tokens=False).input_ids for i, text in enumerate(texts)]
+
+
 def hub_revision(model_dir: Path) -> str | None:
     """The commit hash when the directory is a hub cache snapshot (…/snapshots/<hash>)."""
     return model_dir.name if model_dir.parent.name == "snapshots" else None
@@ -175,8 +180,7 @@ class LLaDAGenerator:
         for each id the index of its word (-1 for BOS): each word tokenized as it stands after a space."""
         bos = self.tokenizer.bos_token_id
         ids, owner = ([bos], [-1]) if bos is not None else ([], [])
-        for i, word in enumerate(words):
-            tokens = self.tokenizer((" " if i else "") + word, add_special_tokens=False).input_ids
+        for i, tokens in enumerate(spaced_tokens(self.tokenizer, words)):
             ids += tokens
             owner += [i] * len(tokens)
         return ids, owner
@@ -214,12 +218,11 @@ class LLaDAGenerator:
         rows, slots = [], []
         for runs, counts in canvases:
             ids = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-            gaps, where, text_before = iter(counts), [], False
+            kept = iter(spaced_tokens(self.tokenizer, [s.text for s in runs if s.kept]))
+            gaps, where = iter(counts), []
             for segment in runs:
                 if segment.kept:
-                    text = (" " if text_before else "") + segment.text
-                    ids += self.tokenizer(text, add_special_tokens=False).input_ids
-                    text_before = True
+                    ids += next(kept)
                 else:
                     count = next(gaps)
                     where.append(range(len(ids), len(ids) + count))

@@ -107,6 +107,7 @@ class WordBudget:
     """Compressors that drop whole whitespace words, in an order of their own, down to the budget."""
 
     name = ""
+    forward_passes: int | None = None  # set by the compressors that ask a model, as they choose the order
 
     def params(self) -> dict:
         return {}
@@ -124,7 +125,7 @@ class WordBudget:
             compressor=self.name, params=self.params(), ratio_requested=ratio, original=text,
             compressed=compressed, words=words, original_tokens=original_tokens,
             compressed_tokens=count_tokens(compressed), seconds=time.perf_counter() - started,
-            forward_passes=getattr(self, "forward_passes", None),
+            forward_passes=self.forward_passes,
         )
 
 

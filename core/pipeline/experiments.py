@@ -1,13 +1,9 @@
 """Experiments: prompts x compressors x ratios x conditions x seeds x models, run incrementally.
 
 A plan expands into run configurations (model, compressor, ratio, seed); each configuration is
-a stored run whose items are the sampled prompts. The four conditions of the study:
-
-- ``original``: the prompt as it is (one baseline run per model and seed, compressor ``none``);
-- ``compressed``: the compressed prompt;
-- ``reconstructed``: the model asked to restore the original prompt from the compressed one,
-  scored against the original prompt;
-- ``reasoning_on_reconstructed``: the task run on that reconstruction.
+a stored run whose items are the sampled prompts, run under the plan's conditions
+(``core.pipeline.conditions``): ``original`` once per model and seed, in a baseline run whose
+compressor is ``none``, the others in each compressor's run at each ratio.
 
 Every output is written with its metrics the moment its batch is done; the unique keys of runs,
 items, conditions and outputs make a rerun skip what exists, so a killed run resumes where it
@@ -64,10 +60,10 @@ PLAN_TYPES = {
     "compressors": _list_of(lambda c: isinstance(c, dict) and isinstance(c.get("name"), str)
                             and isinstance(c.get("params", {}), dict)),
     "ratios": _list_of(_number), "conditions": _list_of(_text), "seeds": _list_of(_integer),
-    "models": _list_of(_text), "preset": lambda v: v is None or _text(v), "sampler": lambda v: v is None or _dict_of(
-        lambda _v: True)(v), "gen_length": _dict_of(_integer), "instructions": lambda v: v is None or _dict_of(_text)(v),
-    "bertscore_backbone": lambda v: v is None or _text(v), "batch_size": _integer, "infill_length": _text,
-    "infill_k": _integer,
+    "models": _list_of(_text), "preset": lambda v: v is None or _text(v),
+    "sampler": lambda v: v is None or _dict_of(lambda _value: True)(v), "gen_length": _dict_of(_integer),
+    "instructions": lambda v: v is None or _dict_of(_text)(v), "bertscore_backbone": lambda v: v is None or _text(v),
+    "batch_size": _integer, "infill_length": _text, "infill_k": _integer,
 }
 PLAN_TYPE_NAMES = {
     "name": "text", "source": "a source name or spec, or a list of them", "n_prompts": "a whole number",
@@ -345,15 +341,17 @@ class Runner:
                 todo = missing[condition]
                 if not todo:
                     continue
-                prompts = [self._prompt(condition, config, s, cuts, stored, generator) for s in todo]
+                canvases = ([conditions.canvas(cuts[s.source_id], self.plan.infill_length, self.plan.infill_k,
+                                               generator.count_tokens) for s in todo]
+                            if condition == "infilled" else [None] * len(todo))
+                prompts = [self._prompt(condition, config, s, cuts, stored, canvas)
+                           for s, canvas in zip(todo, canvases)]
                 for task in sorted({s.task for s in todo}):
                     rows = [i for i, s in enumerate(todo) if s.task == task]
                     params = self.plan.generation_params(config.model, task, condition)
                     began = time.perf_counter()
-                    canvases = ([self._canvas(cuts[todo[i].source_id], generator) for i in rows]
-                                if condition == "infilled" else [])
-                    generations = conditions.generate(generator, condition, [prompts[i] for i in rows], canvases,
-                                                      params, config.seed)
+                    generations = conditions.generate(generator, condition, [prompts[i] for i in rows],
+                                                      [canvases[i] for i in rows], params, config.seed)
                     self.generate_seconds += time.perf_counter() - began
                     self.generated_tokens += sum(generator.count_tokens(g.text) for g in generations)
                     self._write(run_id, config, condition, [todo[i] for i in rows], [prompts[i] for i in rows],
@@ -363,16 +361,12 @@ class Runner:
                 self._report(done, total, started, config, condition, generator)
         return done
 
-    def _canvas(self, cut, generator) -> tuple[list[infill.Segment], list[int]]:
-        return conditions.canvas(cut, self.plan.infill_length, self.plan.infill_k, generator.count_tokens)
-
     def _prompt(self, condition: str, config: RunSpec, sample: datasets.Sample, cuts: dict, stored: dict,
-                generator) -> str:
-        cut = cuts.get(sample.source_id)
+                canvas) -> str:
         return conditions.prompt_for(
-            condition, instruction=self.plan.instruction(config.model, sample.task), prompt=sample.prompt, cut=cut,
-            rebuilt={c: texts.get(sample.source_id) for c, texts in stored.items()},
-            infill_canvas=self._canvas(cut, generator) if condition == "infilled" else None)
+            condition, instruction=self.plan.instruction(config.model, sample.task), prompt=sample.prompt,
+            cut=cuts.get(sample.source_id), rebuilt={c: texts.get(sample.source_id) for c, texts in stored.items()},
+            infill_canvas=canvas)
 
     def _write(self, run_id: int, config: RunSpec, condition: str, samples, prompts, generations, cuts, originals,
                generator) -> None:
