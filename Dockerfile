@@ -16,5 +16,7 @@ COPY . .
 
 ENV PATH=/venv/bin:$PATH COMPRESSLENS_MODEL=GSAI-ML/LLaDA-8B-Instruct
 EXPOSE 8501
+# It listens beyond localhost, so people sign in (README, "Reviewers and annotators on a shared server"):
+# create the first reviewer with `docker exec -it CONTAINER python -m core users add NAME --role reviewer`.
 CMD ["python", "scripts/serve.py", "run", "app.py", "--server.address=0.0.0.0", "--server.headless=true", \
      "--browser.gatherUsageStats=false"]

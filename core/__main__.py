@@ -4,6 +4,7 @@
     python -m core experiment --plan PLAN.json [--json]   # run a plan; again to resume it
     python -m core export --experiment ID --format csv|jsonl
     python -m core worker          # run queued dashboard jobs in this process
+    python -m core users add NAME --role reviewer|annotator   # then: invite, list, revoke, disable, enable, password
 """
 
 from __future__ import annotations
@@ -77,6 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     wrk = sub.add_parser("worker", help="run queued jobs from the database until interrupted")
     wrk.add_argument("--db", help="SQLAlchemy URL")
     wrk.add_argument("--device")
+
+    usr = sub.add_parser("users", help="accounts for a server with authentication on (reviewers, annotators)")
+    usr.add_argument("--db", help="SQLAlchemy URL")
+    actions = usr.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="create an account (a reviewer is asked for a password)")
+    add.add_argument("name")
+    add.add_argument("--role", choices=("reviewer", "annotator"), required=True)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    add.add_argument("--invite", action="store_true", help="also print an invite link (what annotators use)")
+    inv = actions.add_parser("invite", help="a new invite link for the account (revokes its earlier ones)")
+    inv.add_argument("name")
+    for action in (add, inv):
+        action.add_argument("--days", type=float, default=7, help="how long the link stays valid (default 7)")
+        action.add_argument("--url", help="the dashboard's address (default $COMPRESSLENS_PUBLIC_URL or "
+                                          "http://localhost:8501)")
+    actions.add_parser("list", help="every account with its latest invite")
+    for action, text in (("revoke", "revoke the account's invite links"), ("disable", "end the account's access"),
+                         ("enable", "give a disabled account its access back")):
+        actions.add_parser(action, help=text).add_argument("name")
+    pwd = actions.add_parser("password", help="set the account's password")
+    pwd.add_argument("name")
+    pwd.add_argument("--password-stdin", action="store_true")
     return parser
 
 
@@ -229,11 +252,48 @@ def run_worker(args) -> int:
     return 0
 
 
+def read_password(from_stdin: bool) -> str:
+    import getpass
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != password:
+        raise UserError("The two passwords differ")
+    return password
+
+
+def run_users(args) -> int:
+    from core import accounts, paths
+
+    db_url = args.db or paths.db_url()
+    if args.action == "add":
+        password = read_password(args.password_stdin) if args.role == "reviewer" or args.password_stdin else None
+        accounts.create_account(db_url, args.name, args.role, password)
+        print(f"{args.role} {args.name.strip()} added", file=sys.stderr)
+    if args.action == "invite" or (args.action == "add" and args.invite):
+        token = accounts.create_invite(db_url, args.name, args.days)
+        print(accounts.invite_link(args.url or accounts.app_url(), token))
+    elif args.action == "list":
+        for account in accounts.list_accounts(db_url):
+            latest = account["invites"][0] if account["invites"] else None
+            invite = f"invite {latest['status']} until {latest['expires_at']}" if latest else "no invite"
+            print(f"{account['name']}\t{account['role']}\t{'active' if account['active'] else 'disabled'}\t"
+                  f"{'password' if account['password'] else 'no password'}\t{invite}")
+    elif args.action == "revoke":
+        print(f"revoked {accounts.revoke_invites(db_url, args.name)} invite link(s)", file=sys.stderr)
+    elif args.action in ("disable", "enable"):
+        accounts.set_active(db_url, args.name, args.action == "enable")
+    elif args.action == "password":
+        accounts.set_password(db_url, args.name, read_password(args.password_stdin))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"compare": run_compare, "experiment": run_experiment, "export": run_export,
-                    "worker": run_worker}
+                    "worker": run_worker, "users": run_users}
         return commands[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -263,6 +263,34 @@ def _v9_label_history(engine: Engine) -> None:
     metadata.create_all(engine, tables=[events], checkfirst=True)
 
 
+def _v10_accounts_and_assignments(engine: Engine) -> None:
+    metadata = MetaData()
+    Table("review_items", metadata, Column("id", Integer, primary_key=True))
+    assignments = Table(
+        "review_assignments", metadata,
+        Column("id", Integer, primary_key=True),
+        Column("item_id", Integer, ForeignKey("review_items.id", ondelete="CASCADE"), nullable=False, index=True),
+        Column("annotator", String(80), nullable=False, index=True),
+        UniqueConstraint("item_id", "annotator", name="uq_review_assignments_item_annotator"))
+    accounts = Table("accounts", metadata,
+                     Column("id", Integer, primary_key=True),
+                     Column("name", String(80), nullable=False, unique=True),
+                     Column("role", String(20), nullable=False),
+                     Column("password_hash", String(200)),
+                     Column("active", Boolean, nullable=False),
+                     Column("created_at", DateTime, nullable=False))
+    invites = Table("invites", metadata,
+                    Column("id", Integer, primary_key=True),
+                    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False,
+                           index=True),
+                    Column("token_hash", String(64), nullable=False, unique=True),
+                    Column("created_at", DateTime, nullable=False),
+                    Column("expires_at", DateTime, nullable=False),
+                    Column("revoked_at", DateTime),
+                    Column("last_used_at", DateTime))
+    metadata.create_all(engine, tables=[assignments, accounts, invites], checkfirst=True)
+
+
 # (version, name, step), applied in order, each once (db.session.migrate records them).
 MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (1, "runs, items, conditions, outputs, metrics, jobs", _v1_results),
@@ -274,4 +302,5 @@ MIGRATIONS: list[tuple[int, str, Callable[[Engine], None]]] = [
     (7, "an experiment's status lives on its jobs", _v7_experiment_state_on_jobs),
     (8, "output trajectories and compute; compressors' forward passes", _v8_output_trajectory_and_compute),
     (9, "append-only label history", _v9_label_history),
+    (10, "accounts, invites and review assignments", _v10_accounts_and_assignments),
 ]

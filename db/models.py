@@ -205,6 +205,8 @@ class ReviewItem(Base):
     task: Mapped[ReviewTask] = relationship(back_populates="items")
     labels: Mapped[list["ReviewLabel"]] = relationship(back_populates="item", cascade="all, delete-orphan",
                                                        passive_deletes=True, order_by="ReviewLabel.id")
+    assignments: Mapped[list["ReviewAssignment"]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
+                                                                 order_by="ReviewAssignment.id")
 
 
 class ReviewLabel(Base):
@@ -236,3 +238,38 @@ class ReviewLabelEvent(Base):
     changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     old: Mapped[dict | None] = mapped_column(JSON)
     new: Mapped[dict] = mapped_column(JSON)
+
+
+class ReviewAssignment(Base):
+    """An item of a task given to one annotator: a task with assignments shows each annotator only theirs."""
+
+    __tablename__ = "review_assignments"
+    __table_args__ = (UniqueConstraint("item_id", "annotator", name="uq_review_assignments_item_annotator"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), index=True)
+    annotator: Mapped[str] = mapped_column(String(80), index=True)
+
+
+class Account(Base):
+    """Someone who signs in when authentication is on (see core.accounts): a reviewer or an annotator."""
+
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)  # an annotator's labels are kept under it
+    role: Mapped[str] = mapped_column(String(20))  # reviewer | annotator
+    password_hash: Mapped[str | None] = mapped_column(String(200))  # Argon2id; null: signs in by invite only
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # false: every session of it ends at its next click
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Invite(Base):
+    """A personal sign-in link: only the SHA-256 of its random token is kept, so the database cannot sign anyone in."""
+
+    __tablename__ = "invites"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)

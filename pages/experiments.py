@@ -19,7 +19,7 @@ from core.pipeline.worker import submit_experiment
 from db.models import Experiment
 from db.queries import experiment_states
 from db.session import session_scope
-from pages.shared import db_url, get_worker
+from pages.shared import db_url, get_worker, require_reviewer
 
 
 def numbers(text: str, kind=float) -> list:
@@ -175,6 +175,7 @@ def experiment_list() -> None:
                                    key=f"plan-{row['id']}")
 
 
+require_reviewer()
 st.title("Experiments")
 st.caption("Prompts x compressors x ratios x conditions x seeds x models, run by the worker: a reload or a "
            "closed tab does not stop it, and a stopped run resumes where it was.")

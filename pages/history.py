@@ -16,7 +16,7 @@ from db.models import Item, Run
 from db.queries import (RUN_SORTS, TAG_MAX_CHARS, delete_run, distinct_tags, distinct_values, normalise_tags,
                         run_summaries, set_tags)
 from db.session import session_scope
-from pages.shared import db_url, experiment_labels, load_view, show_run
+from pages.shared import db_url, experiment_labels, load_view, require_reviewer, show_run
 
 ALL = "(all)"
 
@@ -161,6 +161,7 @@ def compare_section() -> None:
     comparison_chart(table, first, second)
 
 
+require_reviewer()
 st.title("History")
 st.caption("History lists Playground runs. Experiments are browsed on the Results page; compare two of them "
            "under Compare experiments.")

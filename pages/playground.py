@@ -15,7 +15,7 @@ from core.pipeline import compressors, infill, metrics
 from core.pipeline.conditions import CONDITIONS
 from core.pipeline.service import CompareRequest, default_model, default_preset, default_source
 from core.pipeline.worker import job_state, submit_compare
-from pages.shared import CONDITION_TITLES, db_url, get_worker, load_view, show_run
+from pages.shared import CONDITION_TITLES, db_url, get_worker, load_view, require_reviewer, show_run
 
 state = st.session_state
 
@@ -186,6 +186,7 @@ def job_panel() -> None:
             show_run(view)
 
 
+require_reviewer()
 st.title("Playground")
 st.caption("Compress one prompt, run the model on the original and the compressed prompt, and compare.")
 get_worker()

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import render
 from core.evaluation import analysis
-from pages.shared import db_url, experiment_labels, load_item_view, show_run
+from pages.shared import db_url, experiment_labels, load_item_view, require_reviewer, show_run
 
 def table_with_download(table, name: str) -> None:
     st.dataframe(table, width="stretch")
@@ -196,6 +196,7 @@ def one_prompt_section(frame) -> None:
         show_run(view)
 
 
+require_reviewer()
 st.title("Results")
 frame = analysis.outputs_frame(db_url(), pick_experiment())
 if frame.empty:

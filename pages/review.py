@@ -1,5 +1,8 @@
-"""Review: annotators judge two stored texts of a prompt blind, as A and B; a reviewer creates the tasks and reads
-the unblinded results."""
+"""Review: annotators judge two stored texts of a prompt blind, as A and B; a reviewer creates the tasks, reads
+the unblinded results and, with authentication on, manages the annotators' accounts and invite links.
+
+With authentication on, who is who comes from the signed-in session, never from a widget: an annotator's
+session draws only their own queue, and the core refuses them any item not assigned to them."""
 
 from __future__ import annotations
 
@@ -7,18 +10,24 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core import accounts
 from core.errors import UserError
 from core.evaluation import review
 from core.pipeline.metrics import METRIC_LABELS
 from core.render import md_escape, text_html
-from pages.shared import db_url, experiment_labels
+from pages.shared import app_url, auth_on, db_url, experiment_labels, signed_in
 
 PARTS = {"annotate": "an annotator", "create": "a reviewer creating a task", "results": "a reviewer reading results"}
+REVIEWER_PARTS = {"create": "Create a task", "results": "Read results", "accounts": "Annotators and invite links"}
 PREFERENCE_LABELS = {"A": "A", "B": "B", "tie": "Tie", "both_bad": "Both bad"}
 
 
 def tasks() -> dict[int, dict]:
     return {t["id"]: t for t in review.list_tasks(db_url())}
+
+
+def active_annotators() -> list[str]:
+    return [a["name"] for a in accounts.list_accounts(db_url(), "annotator") if a["active"]]
 
 
 def task_label(task: dict) -> str:
@@ -42,20 +51,32 @@ def create_section() -> None:
         n_items = cols[0].number_input("Items", min_value=1, value=20, help="all the prompts there are, if fewer")
         per_item = cols[1].number_input("Annotators per item", min_value=1, value=2)
         seed = cols[2].number_input("Sampling seed", min_value=0, value=0)
+        assignment_help = ("each item goes to 'Annotators per item' of them, balanced and seeded; each sees only "
+                           "their own items")
+        if auth_on():
+            annotators = st.multiselect("Annotators", active_annotators(), help=assignment_help, key="task-annotators")
+        else:
+            names = st.text_input("Annotators (optional)", placeholder="names, comma separated; left empty, anyone "
+                                  "who gives a name labels until each item has its labels", help=assignment_help)
+            annotators = [n.strip() for n in names.split(",") if n.strip()]
         blind = st.checkbox("Blind", value=True, help="hide which condition each text is, the compressor, the "
                             "ratio and the metrics until the annotator has labelled the item")
         submitted = st.form_submit_button("Create task", type="primary")
     if not submitted:
         return
+    if auth_on() and not annotators:  # the picker keeps only names among its options: active annotators
+        st.error("Choose the annotators who label this task")
+        return
     try:
-        task_id = review.create_task(db_url(), name, chosen, pair, int(n_items), int(per_item), int(seed), blind)
+        task_id = review.create_task(db_url(), name, chosen, pair, int(n_items), int(per_item), int(seed), blind,
+                                     annotators)
     except UserError as error:
         st.error(md_escape(error))
         return
     items = tasks()[task_id]["items"]
     fewer = f" (asked for {n_items}: the experiments have no more)" if items < n_items else ""
-    st.success(f"Task #{task_id} created with {items} items{fewer}. "
-               f"Annotators find it under 'I am {PARTS['annotate']}'.")
+    where = "in their queue" if auth_on() else f"under 'I am {PARTS['annotate']}'"
+    st.success(f"Task #{task_id} created with {items} items{fewer}. Annotators find it {where}.")
 
 
 # Annotating
@@ -144,19 +165,28 @@ def show_revealed(revealed: dict) -> None:
         st.dataframe(metrics.style.format("{:.4f}", na_rep="–"), width="stretch")
 
 
-def annotate_section() -> None:
-    stored = tasks()
-    if not stored:
-        st.info("No review tasks yet: a reviewer creates one under 'I am a reviewer creating a task'.")
-        return
+def annotate_section(signed_in_as: str | None) -> None:
+    """The annotator's queue: the signed-in annotator's with authentication on, else whoever gives a name."""
     cols = st.columns([2, 3])
-    annotator = cols[0].text_input("Your name", key="annotator", persist_state="session",
-                                   max_chars=review.ANNOTATOR_MAX_CHARS,
-                                   help="Your labels are kept under this name; you see only your own.")
-    task_id = cols[1].selectbox("Task", list(stored), format_func=lambda i: task_label(stored[i]), key="annotate-task")
-    if not annotator:
-        st.info("Enter your name to see your queue.")
+    if signed_in_as is None:
+        annotator = cols[0].text_input("Your name", key="annotator", persist_state="session",
+                                       max_chars=review.ANNOTATOR_MAX_CHARS,
+                                       help="Your labels are kept under this name; you see only your own.")
+        if not annotator.strip():
+            st.info("Enter your name to see your queue.")
+            return
+    else:
+        annotator = signed_in_as
+        cols[0].markdown(f"Labelling as **{md_escape(annotator)}**")
+    try:
+        stored = {t["id"]: t for t in review.tasks_for(db_url(), annotator)}
+    except UserError as error:
+        st.error(md_escape(error))
         return
+    if not stored:
+        st.info("No review task for you yet: a reviewer creates one and gives you items in it.")
+        return
+    task_id = cols[1].selectbox("Task", list(stored), format_func=lambda i: task_label(stored[i]), key="annotate-task")
     try:
         entries = review.queue(db_url(), task_id, annotator)
     except UserError as error:
@@ -230,6 +260,9 @@ def results_section() -> None:
     cols[1].metric("Annotators", frame["annotator"].nunique())
     cols[2].metric("Items with all their labels", f"{int((per_item >= task['annotators_per_item']).sum())} "
                                                   f"of {task['items']}")
+    if task["annotators"]:
+        st.caption("Assigned, balanced and seeded: " + md_escape(", ".join(task["annotators"])))
+    st.dataframe(review.annotator_progress(db_url(), task_id), width="stretch", hide_index=True)
     cols = st.columns(2)
     for column, fmt, mime in zip(cols, review.EXPORT_FORMATS, ("text/csv", "application/jsonl")):
         column.download_button(f"Download labels ({fmt.upper()})", review.export_labels(db_url(), task_id, fmt),
@@ -270,14 +303,70 @@ def results_section() -> None:
                         "comment", "compressor", "ratio", "updated_at"]], width="stretch", hide_index=True)
 
 
+# Annotators' accounts (authentication on)
+
+
+def invite_days() -> float:
+    return float(st.number_input("Invite valid for (days)", min_value=1, max_value=365, value=accounts.INVITE_DAYS))
+
+
+def show_new_link(name: str, token: str) -> None:
+    st.success(f"Invite link for {md_escape(name)}. Copy it now: it is shown once, and only its hash is kept. "
+               "Opening it signs them in until it expires; a new link revokes this one.")
+    st.code(accounts.invite_link(app_url(), token), language=None)
+
+
+def accounts_section() -> None:
+    with st.form("add-annotator", clear_on_submit=True):
+        name = st.text_input("New annotator's name", max_chars=accounts.NAME_MAX_CHARS,
+                             help="their labels are kept under this name")
+        days = invite_days()
+        added = st.form_submit_button("Add annotator and make an invite link", type="primary")
+    if added:
+        try:
+            accounts.create_account(db_url(), name, "annotator")
+            show_new_link(name.strip(), accounts.create_invite(db_url(), name, days))
+        except UserError as error:
+            st.error(md_escape(error))
+
+    annotators = accounts.list_accounts(db_url(), "annotator")
+    if not annotators:
+        st.info("No annotators yet.")
+        return
+    st.dataframe(pd.DataFrame([{"annotator": a["name"], "active": a["active"],
+                                "invite": a["invites"][0]["status"] if a["invites"] else "none",
+                                "expires": a["invites"][0]["expires_at"] if a["invites"] else None,
+                                "last used": a["invites"][0]["last_used_at"] if a["invites"] else None}
+                               for a in annotators]), width="stretch", hide_index=True)
+    chosen = st.selectbox("Annotator", [a["name"] for a in annotators], key="manage-annotator")
+    active = next(a["active"] for a in annotators if a["name"] == chosen)
+    days = invite_days()
+    cols = st.columns(3)
+    try:
+        if cols[0].button("New invite link", disabled=not active):
+            show_new_link(chosen, accounts.create_invite(db_url(), chosen, days))
+        if cols[1].button("Revoke invite links"):
+            revoked = accounts.revoke_invites(db_url(), chosen)
+            st.success(f"Revoked {revoked} link(s); sessions they opened end at their next click.")
+        if cols[2].button("Disable account" if active else "Enable account"):
+            accounts.set_active(db_url(), chosen, not active)
+            st.rerun()
+    except UserError as error:  # the account was removed from another session meanwhile
+        st.error(md_escape(error))
+
+
 st.title("Review")
 st.caption("Annotators judge two texts of a prompt blind, as A and B in an order fixed per item and annotator: "
            "what the texts are stays hidden until they have answered. Reviewers create tasks and read the results.")
-part = st.radio("I am …", list(PARTS), format_func=PARTS.get, horizontal=True, key="review-part",
-                persist_state="session")
-if part == "annotate":
-    annotate_section()
-elif part == "create":
-    create_section()
+if not auth_on():  # one person on their own machine plays every part
+    part = st.radio("I am …", list(PARTS), format_func=PARTS.get, horizontal=True, key="review-part",
+                    persist_state="session")
+    {"annotate": lambda: annotate_section(None), "create": create_section, "results": results_section}[part]()
+elif (who := signed_in()) is None:
+    st.error("Sign in first.")
+elif not who.is_reviewer:
+    annotate_section(who.name)
 else:
-    results_section()
+    part = st.radio("Part", list(REVIEWER_PARTS), format_func=REVIEWER_PARTS.get, horizontal=True,
+                    key="review-reviewer-part", label_visibility="collapsed", persist_state="session")
+    {"create": create_section, "results": results_section, "accounts": accounts_section}[part]()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from urllib.parse import urlsplit
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy import select
 
-from core import paths, render
+from core import accounts, paths, render
 from core.pipeline import infill
 from core.pipeline.conditions import RECONSTRUCTIONS
+from core.errors import UserError
 from core.pipeline.worker import Worker, in_process_worker
 from db.models import Experiment
 from db.queries import experiment_states, item_view, run_view, sampler_label
@@ -19,6 +23,66 @@ from db.session import session_scope
 
 def db_url() -> str:
     return paths.db_url()
+
+
+# Who is signed in. The identity lives in session state under a key no widget uses, set only by signing in,
+# and is checked against the database on every rerun: the browser never sends it.
+SIGNED_IN = "_compresslens_signed_in"
+
+
+def auth_on() -> bool:
+    return accounts.auth_enabled(st.get_option("server.address"))
+
+
+def sign_in_from_link() -> str | None:
+    """Sign in with an invite link's token (``?invite=``) and take it out of the address bar, whether or not it
+    is valid; returns why it was refused, if it was."""
+    token = st.query_params.get("invite")
+    if token is None:
+        return None
+    del st.query_params["invite"]
+    try:
+        st.session_state[SIGNED_IN] = accounts.redeem(db_url(), token)
+    except UserError as error:
+        return str(error)
+    return None
+
+
+def signed_in() -> accounts.SignedIn | None:
+    """This session's identity as the database has it now; None when no one is signed in or it lapsed."""
+    held = st.session_state.get(SIGNED_IN)
+    if not isinstance(held, accounts.SignedIn):
+        return None
+    current = accounts.still_valid(db_url(), held)
+    if current is None:
+        del st.session_state[SIGNED_IN]
+    return current
+
+
+def sign_out() -> None:
+    st.session_state.pop(SIGNED_IN, None)
+
+
+def app_url() -> str:
+    """The dashboard's address as people reach it, for invite links: COMPRESSLENS_PUBLIC_URL, else the origin
+    this browser used and the server's base path."""
+    if os.environ.get("COMPRESSLENS_PUBLIC_URL") or not st.context.url:
+        return accounts.app_url()
+    parts = urlsplit(st.context.url)
+    return f"{parts.scheme}://{parts.netloc}/{(st.get_option('server.baseUrlPath') or '').strip('/')}".rstrip("/")
+
+
+def require_reviewer() -> None:
+    """Stop the page unless this session may see reviewer views: anyone with authentication off, only a
+    signed-in reviewer with it on. Navigation already hides these pages from others; this holds whatever
+    page a session asks for."""
+    if not auth_on():
+        return
+    who = signed_in()
+    if who is None or not who.is_reviewer:
+        st.error("This page is for reviewers. " + ("Sign in first." if who is None else
+                                                   "As an annotator you have the Review page."))
+        st.stop()
 
 
 @st.cache_resource(show_spinner=False)

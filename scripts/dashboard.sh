@@ -12,6 +12,8 @@ if [ ! -s "$home/cookie_secret" ]; then
 fi
 STREAMLIT_SERVER_COOKIE_SECRET=$(cat "$home/cookie_secret")
 export STREAMLIT_SERVER_COOKIE_SECRET
+# Bound to localhost unless asked otherwise (--server.address 0.0.0.0); a server listening beyond it signs people in.
+export STREAMLIT_SERVER_ADDRESS=${STREAMLIT_SERVER_ADDRESS:-localhost}
 args=(--server.headless true)
 IFS=, read -ra hosts <<< "${COMPRESSLENS_ALLOWED_HOSTS:-}"
 for host in "${hosts[@]}"; do

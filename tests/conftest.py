@@ -15,6 +15,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # Tests never reach the hub, and never touch the user's own database or models.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# AppTest and the test servers listen beyond localhost as far as Streamlit's settings tell, which turns
+# authentication on; the tests of roles turn it on themselves.
+os.environ["COMPRESSLENS_AUTH"] = "off"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,7 +34,7 @@ def isolated_home(tmp_path_factory):
 # A PostgreSQL server (scripts/with_postgres.sh starts one in CI): the database, experiment, worker and
 # review tests then run on it as well as on SQLite, each test in a database of its own.
 POSTGRES = os.environ.get("COMPRESSLENS_TEST_POSTGRES")
-BOTH_BACKENDS = {"test_db", "test_experiments", "test_worker", "test_review"}
+BOTH_BACKENDS = {"test_db", "test_experiments", "test_worker", "test_review", "test_accounts"}
 
 
 def pytest_generate_tests(metafunc):
@@ -106,6 +109,22 @@ def tiny_plan():
     return make
 
 
+@pytest.fixture
+def app_navigation(monkeypatch):
+    """AppTest of app.py with its st.navigation in charge on every run, as scripts/serve.py has it on the real
+    server: AppTest decides afresh on each run whether the `pages/` folder makes this an old-style multipage
+    app, and from the second run on would run the page file without app.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
 CHROMIUM = shutil.which("chromium")
 
 
@@ -150,26 +169,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Dashboard:
+    """`streamlit run` of the dashboard on a free port, with the tiny model and its own home; start and stop it
+    as often as a test needs, on the same port and database."""
+
+    def __init__(self, tiny_checkpoint, home: Path, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_url = env.pop("COMPRESSLENS_DB_URL", f"sqlite:///{home / 'browser.db'}")
+        self.env = {**os.environ, "COMPRESSLENS_MODEL": str(tiny_checkpoint), "COMPRESSLENS_HOME": str(home),
+                    "COMPRESSLENS_DB_URL": self.db_url, **env}
+        self.process = None
+
+    def start(self) -> "Dashboard":
+        self.process = subprocess.Popen(
+            [sys.executable, "scripts/serve.py", "run", "app.py", "--server.port", str(self.port),
+             "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
 @pytest.fixture
-def dashboard(tiny_checkpoint, tmp_path):
-    """The dashboard served by `streamlit run` on a free port, on the tiny model and a database in tmp_path."""
-    port = free_port()
-    env = {**os.environ, "COMPRESSLENS_MODEL": str(tiny_checkpoint), "COMPRESSLENS_HOME": str(tmp_path),
-           "COMPRESSLENS_DB_URL": f"sqlite:///{tmp_path / 'browser.db'}"}
-    server = subprocess.Popen(
-        [sys.executable, "scripts/serve.py", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    try:
-        yield url
-    finally:
-        server.terminate()
-        server.wait(10)
+def dashboards(tiny_checkpoint, tmp_path):
+    """Dashboard servers a test starts with settings of its own; every one is stopped after the test."""
+    made = []
+
+    def make(**env) -> Dashboard:
+        made.append(Dashboard(tiny_checkpoint, tmp_path, **env))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def dashboard(dashboards):
+    """The dashboard served on a free port, on the tiny model and a database in tmp_path."""
+    return dashboards().start().url

@@ -48,3 +48,38 @@ def test_first_visit_to_a_page_url_keeps_the_app_navigation(browser, dashboard):
     assert "Playground" in nav and "Experiments" in nav
     assert "shared" not in nav and "app" not in nav.split()  # no raw file names from pages/
     assert "Device:" in page.get_by_test_id("stSidebarUserContent").inner_text()  # app.py ran
+
+
+def test_an_invite_link_signs_the_annotator_in_and_leaves_the_address_bar(browser, dashboards):
+    from core import accounts
+
+    server = dashboards(COMPRESSLENS_AUTH="on").start()
+    accounts.create_account(server.db_url, "Ada", "reviewer", "correct horse battery")
+    accounts.create_account(server.db_url, "Ben", "annotator")
+    token = accounts.create_invite(server.db_url, "Ben")
+
+    page = browser.new_page()
+    page.goto(f"{server.url}/?invite={token}")
+    sidebar = page.get_by_test_id("stSidebarUserContent")
+    sidebar.get_by_text("Signed in as").wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Review").wait_for()
+    assert "Ben" in sidebar.inner_text() and "annotator" in sidebar.inner_text()
+    page.wait_for_function("!window.location.search.includes('invite')", timeout=10_000)
+    assert token not in page.url and "invite" not in page.url
+    assert page.get_by_test_id("stSidebarNav").count() == 0  # one page: no other to go to
+    assert "Device:" not in sidebar.inner_text()
+
+    page.goto(f"{server.url}/results")  # a new session, straight at a reviewer page: nobody is signed in
+    page.get_by_role("heading", name="Sign in").wait_for(timeout=60_000)
+    assert page.get_by_role("heading", name="Results").count() == 0
+
+    page.get_by_role("textbox", name="Name").fill("Ada")
+    page.get_by_role("textbox", name="Password").fill("correct horse battery")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Results").wait_for(timeout=60_000)  # the page asked for, once signed in
+    assert "Review" in page.get_by_test_id("stSidebarNav").inner_text()
+
+    accounts.revoke_invites(server.db_url, "Ben")
+    page.goto(f"{server.url}/?invite={token}")
+    page.get_by_text("This invite link is not valid").wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Sign in").wait_for()

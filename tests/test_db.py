@@ -10,7 +10,7 @@ from db.session import get_engine, migrate, schema_version, session_scope
 
 
 def test_new_database_is_at_the_latest_schema(db_url):
-    assert schema_version(db_url) == MIGRATIONS[-1][0] == 9
+    assert schema_version(db_url) == MIGRATIONS[-1][0] == 10
     tables = set(inspect(get_engine(db_url)).get_table_names())
     assert {"runs", "items", "conditions", "outputs", "metrics", "jobs", "experiments", "schema_migrations"} <= tables
 

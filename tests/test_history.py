@@ -102,9 +102,9 @@ def test_migration_3_adds_tags_to_a_version_2_database(tmp_path):
     assert "tags" not in inspect(engine).get_table_names()
     engine.dispose()
 
-    assert schema_version(url) == MIGRATIONS[-1][0] == 9  # opening it migrates
+    assert schema_version(url) == MIGRATIONS[-1][0] == 10  # opening it migrates
     migrate(get_engine(url))  # a second pass changes nothing
-    assert schema_version(url) == 9
+    assert schema_version(url) == 10
     unique = inspect(get_engine(url)).get_unique_constraints("tags")
     assert [c["column_names"] for c in unique] == [["run_id", "name"]]
     with session_scope(url) as session:

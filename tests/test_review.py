@@ -120,9 +120,9 @@ def test_migration_4_adds_review_tables_to_a_version_3_database(tmp_path):
         session.commit()
     engine.dispose()
 
-    assert schema_version(url) == MIGRATIONS[-1][0] == 9  # opening it migrates
+    assert schema_version(url) == MIGRATIONS[-1][0] == 10  # opening it migrates
     migrate(get_engine(url))  # a second pass changes nothing
-    assert schema_version(url) == 9
+    assert schema_version(url) == 10
     inspector = inspect(get_engine(url))
     assert {"review_tasks", "review_items", "review_labels"} <= set(inspector.get_table_names())
     unique = inspector.get_unique_constraints("review_labels")

@@ -5,6 +5,9 @@ conditions (say the original output and the compressed-prompt output) with what 
 against. Annotators see the texts as A and B in an order fixed per item and annotator; the
 condition, compressor, ratio and metrics stay in ``ReviewItem.hidden`` until they have answered.
 Labels are stored in canonical terms (``first`` = the baseline side), one per annotator and item.
+A task that names its annotators gives each item to exactly ``annotators_per_item`` of them (balanced,
+seeded), and an annotator sees, labels and unblinds only their own items; a task that names none is
+open to anyone who gives a name, as on a one-person install.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from core.data.datasets import RECONSTRUCT_INSTRUCTION
 from core.render import csv_text
 from core.errors import UserError
 from core.evaluation.stats import cohen_kappa, krippendorff_alpha, normalized_entropy, spearman
-from db.models import ReviewItem, ReviewLabel, ReviewLabelEvent, ReviewTask, utcnow
+from db.models import ReviewAssignment, ReviewItem, ReviewLabel, ReviewLabelEvent, ReviewTask, utcnow
 from db.queries import NO_COMPRESSION, baseline_row_key, is_baseline_row, output_rows
 from db.session import session_scope
 
@@ -159,11 +162,23 @@ def _whole(value, what: str, minimum: int) -> int:
     return int(value)
 
 
+def assign(n_items: int, annotators: list[str], per_item: int, seed: int) -> list[list[str]]:
+    """Who labels each item: ``per_item`` different annotators per item, and every annotator within one item of
+    the same load. The annotators, in an order shuffled by the seed, are dealt round the items in turn."""
+    if per_item > len(annotators):
+        raise UserError(f"Each item asks for {per_item} annotators but the task names {len(annotators)}: "
+                        "name more annotators or ask for fewer per item")
+    order = sorted(annotators)
+    random.Random(seed).shuffle(order)
+    return [[order[(position * per_item + j) % len(order)] for j in range(per_item)] for position in range(n_items)]
+
+
 def create_task(db_url: str, name: str, experiment_ids, pair: str, n_items: int, annotators_per_item: int,
-                seed: int, blind: bool = True) -> int:
+                seed: int, blind: bool = True, annotators=None) -> int:
     """A review task of ``n_items`` prompts sampled with ``seed`` (all of them when there are fewer).
 
-    ``blind=False`` shows annotators what each text is from the start, for open qualitative reading."""
+    ``blind=False`` shows annotators what each text is from the start, for open qualitative reading.
+    ``annotators`` (names) assigns each item to ``annotators_per_item`` of them; without, the task is open."""
     ids = sorted({int(i) for i in experiment_ids or ()})
     if not ids:
         raise UserError("Choose at least one experiment to review")
@@ -172,6 +187,7 @@ def create_task(db_url: str, name: str, experiment_ids, pair: str, n_items: int,
     n_items = _whole(n_items, "The number of items", 1)
     annotators_per_item = _whole(annotators_per_item, "The number of annotators per item", 1)
     seed = _whole(seed, "The seed", 0)
+    named = sorted({_annotator(a) for a in annotators or ()})
     name = (name or "").strip() or f"{PAIRS[pair].label}, experiment(s) {', '.join(map(str, ids))}"
     if len(name) > 200:
         raise UserError(f"A task name has at most 200 characters; this one has {len(name)}")
@@ -184,6 +200,9 @@ def create_task(db_url: str, name: str, experiment_ids, pair: str, n_items: int,
         task = ReviewTask(name=name, experiment_ids=ids, pair=pair, n_items=n_items,
                           annotators_per_item=annotators_per_item, seed=seed, blind=bool(blind))
         task.items = [ReviewItem(position=position, **fields) for position, fields in enumerate(chosen)]
+        if named:
+            for item, assigned in zip(task.items, assign(len(task.items), named, annotators_per_item, seed)):
+                item.assignments = [ReviewAssignment(annotator=a) for a in assigned]
         session.add(task)
         session.flush()
         return task.id
@@ -197,11 +216,23 @@ def list_tasks(db_url: str) -> list[dict]:
         labels = dict(session.execute(select(ReviewItem.task_id, func.count(ReviewLabel.id))
                                       .join(ReviewLabel, ReviewLabel.item_id == ReviewItem.id)
                                       .group_by(ReviewItem.task_id)).all())
+        assigned: dict[int, set[str]] = {}
+        for task_id, annotator in session.execute(
+                select(ReviewItem.task_id, ReviewAssignment.annotator)
+                .join(ReviewAssignment, ReviewAssignment.item_id == ReviewItem.id).distinct()):
+            assigned.setdefault(task_id, set()).add(annotator)
         return [{"id": t.id, "name": t.name, "created_at": t.created_at.isoformat(sep=" ", timespec="seconds"),
                  "experiment_ids": t.experiment_ids, "pair": t.pair, "pair_label": PAIRS[t.pair].label,
                  "n_items": t.n_items, "items": items.get(t.id, 0), "annotators_per_item": t.annotators_per_item,
-                 "labels": labels.get(t.id, 0), "seed": t.seed, "blind": t.blind}
+                 "labels": labels.get(t.id, 0), "seed": t.seed, "blind": t.blind,
+                 "annotators": sorted(assigned.get(t.id, ()))}
                 for t in session.scalars(select(ReviewTask).order_by(ReviewTask.id.desc()))]
+
+
+def tasks_for(db_url: str, annotator: str) -> list[dict]:
+    """The tasks this annotator may work on: those that assign them items, and the open ones."""
+    annotator = _annotator(annotator)
+    return [t for t in list_tasks(db_url) if not t["annotators"] or annotator in t["annotators"]]
 
 
 def delete_task(db_url: str, task_id: int) -> bool:
@@ -246,6 +277,13 @@ def _own_label(session: Session, item_id: int, annotator: str) -> ReviewLabel | 
                                                     ReviewLabel.annotator == annotator))
 
 
+def _assigned(session: Session, item: ReviewItem, annotator: str) -> None:
+    """Refuse an annotator an item of a task with assignments that is not theirs, whatever the page sent."""
+    names = set(session.scalars(select(ReviewAssignment.annotator).where(ReviewAssignment.item_id == item.id)))
+    if names and annotator not in names:
+        raise UserError(f"Review item #{item.id} is not in your queue")
+
+
 def order_for(task_seed: int, item_id: int, annotator: str) -> bool:
     """Whether text A is the first (baseline) text for this annotator: a coin from a stable hash, so the order
     survives reloads and restarts (Python's hash() is salted per process) and differs between annotators."""
@@ -254,17 +292,24 @@ def order_for(task_seed: int, item_id: int, annotator: str) -> bool:
 
 
 def queue(db_url: str, task_id: int, annotator: str) -> list[QueueEntry]:
-    """The items this annotator should see, in order: those they labelled (to revise them) and those that still
-    lack labels from others. Two annotators on an item's last place may both label it; more labels do no harm."""
+    """The items this annotator should see, in order. In a task with assignments, the items assigned to them;
+    in an open one, those they labelled (to revise them) and those that still lack labels from others (two
+    annotators on an item's last place may both label it; more labels do no harm)."""
     annotator = _annotator(annotator)
     with session_scope(db_url) as session:
         task = _task(session, task_id)
         in_task = ReviewLabel.item_id.in_(select(ReviewItem.id).where(ReviewItem.task_id == task_id))
+        task_items = select(ReviewItem.id).where(ReviewItem.task_id == task_id)
+        assignments = session.execute(select(ReviewAssignment.item_id, ReviewAssignment.annotator)
+                                      .where(ReviewAssignment.item_id.in_(task_items))).all()
         counts = dict(session.execute(select(ReviewLabel.item_id, func.count(ReviewLabel.id)).where(in_task)
                                       .group_by(ReviewLabel.item_id)).all())
         mine = set(session.scalars(select(ReviewLabel.item_id).where(in_task, ReviewLabel.annotator == annotator)))
         items = session.execute(select(ReviewItem.id, ReviewItem.position).where(ReviewItem.task_id == task_id)
                                 .order_by(ReviewItem.position))
+        if assignments:
+            own = {item_id for item_id, name in assignments if name == annotator}
+            return [QueueEntry(item_id, position, item_id in mine) for item_id, position in items if item_id in own]
         return [QueueEntry(item_id, position, item_id in mine) for item_id, position in items
                 if item_id in mine or counts.get(item_id, 0) < task.annotators_per_item]
 
@@ -284,6 +329,7 @@ def blind_item(db_url: str, item_id: int, annotator: str) -> dict:
     annotator = _annotator(annotator)
     with session_scope(db_url) as session:
         item = _item(session, item_id)
+        _assigned(session, item, annotator)
         a_is_first = order_for(item.task.seed, item.id, annotator)
         label = _own_label(session, item.id, annotator)
         return {"item_id": item.id, "task_id": item.task_id, "position": item.position,
@@ -327,6 +373,7 @@ def _upsert(db_url: str, item_id: int, annotator: str, answer: dict) -> None:
     says it replaced is what it replaced; a first label racing another is refused by the unique key."""
     with session_scope(db_url) as session:
         item = _item(session, item_id)
+        _assigned(session, item, annotator)
         values = _canonical(answer, order_for(item.task.seed, item.id, annotator))
         label = _own_label(session, item.id, annotator)
         if label is not None:
@@ -371,6 +418,7 @@ def reveal(db_url: str, item_id: int, annotator: str | None = None) -> dict:
                                         "second_name": pair.second_name}
         if annotator is not None:
             annotator = _annotator(annotator)
+            _assigned(session, item, annotator)
             if item.task.blind and _own_label(session, item.id, annotator) is None:
                 raise UserError("Submit your label first: the conditions and scores are shown after it")
             a_is_first = order_for(item.task.seed, item.id, annotator)
@@ -398,6 +446,19 @@ def label_rows(db_url: str, task_id: int) -> list[dict]:
                 | {"context_label": item.context_label, "context": item.context, "first_text": item.first_text,
                    "second_text": item.second_text}
                 for label, item in session.execute(query)]
+
+
+def annotator_progress(db_url: str, task_id: int) -> pd.DataFrame:
+    """Per annotator of the task: the items assigned to them (none in an open task) and those they labelled."""
+    with session_scope(db_url) as session:
+        _task(session, task_id)
+        in_task = select(ReviewItem.id).where(ReviewItem.task_id == task_id)
+        assigned = Counter(session.scalars(select(ReviewAssignment.annotator)
+                                           .where(ReviewAssignment.item_id.in_(in_task))))
+        labelled = Counter(session.scalars(select(ReviewLabel.annotator).where(ReviewLabel.item_id.in_(in_task))))
+    names = sorted(set(assigned) | set(labelled))
+    return pd.DataFrame({"annotator": names, "assigned": [assigned[n] for n in names],
+                         "labelled": [labelled[n] for n in names]}, columns=["annotator", "assigned", "labelled"])
 
 
 def label_history(db_url: str, task_id: int) -> list[dict]:
