@@ -143,10 +143,11 @@ def test_window_and_early_stop_on_the_demo_model():
 def test_modes_are_checked_and_labelled():
     assert SamplerParams(mode="fast").label() == "fast, exact"
     assert "APPROXIMATE" in PRESETS["gsm8k-fast"][1].label() and PRESETS["gsm8k-fast"][1].problems() == []
-    assert SamplerParams(cache="dual").problems() == ["cache, threshold, early_stop and window need mode 'fast'"]
+    assert SamplerParams(cache="dual").problems() == [
+        "cache, threshold, entropy_threshold, early_stop and window need mode 'fast'"]
     assert "threshold must be in [0, 1)" in SamplerParams(mode="fast", threshold=1.5).problems()
     assert "classifier-free guidance" in SamplerParams(mode="fast", cfg_scale=1.0).problems()[0]
-    assert SamplerParams(mode="turbo").problems() == ["mode must be one of reference, fast"]
+    assert SamplerParams(mode="turbo").problems() == ["mode must be one of reference, fast, dream"]
 
 
 def test_out_of_memory_halves_the_batch_goes_on_and_says_so(tiny_checkpoint, monkeypatch):

@@ -16,7 +16,7 @@ import torch
 from core.errors import UserError
 from core.generation.generator import (Generation, ModelInfo, StepCallback, check_lengths, hub_revision, left_pad,
                                        spaced_tokens)
-from core.llada import loader
+from core.llada import families, loader
 from core.llada.sampler import SamplerParams
 from core.paths import package_folder
 
@@ -46,14 +46,14 @@ def resolve(model_id: str) -> tuple[Path, str | None]:
 
 
 def is_autoregressive(model_id: str) -> bool:
-    """Everything that is not a LLaDA checkpoint: the alias, GGUF files, and configs of other model types."""
+    """Everything that is no diffusion LM: the alias, GGUF files, and configs of no diffusion family."""
     if model_id == PACKAGED_SMOLLM2 or model_id.endswith(".gguf"):
         return True
     config = loader.resolve_model_dir(model_id) / "config.json"
     try:
-        return json.loads(config.read_text()).get("model_type") != "llada"
-    except (OSError, json.JSONDecodeError):
-        return False  # the LLaDA loader gives the precise message
+        return families.detect(json.loads(config.read_text())) is None
+    except (OSError, json.JSONDecodeError, AttributeError, UserError):
+        return False  # the diffusion loader gives the precise message
 
 
 class ARGenerator:

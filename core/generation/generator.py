@@ -10,8 +10,8 @@ from typing import Callable, Protocol
 import torch
 
 from core.errors import UserError
-from core.llada import fast, loader, sampler
-from core.llada.tokenizer import EOS, EOT, MASK, chat_prompt
+from core.llada import dream, fast, loader, sampler
+from core.llada.tokenizer import chat_prompt
 
 StepCallback = Callable[[int, int], None]
 
@@ -45,6 +45,7 @@ class ModelInfo:
     max_length: int
     revision: str | None = None
     notes: list[str] = field(default_factory=list)
+    family: str | None = None  # the diffusion family (core.llada.families); None for the AR control
 
 
 class Generator(Protocol):
@@ -112,10 +113,16 @@ def run_sampler(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None
                   temperature=params.temperature, remasking=params.remasking, mask_id=mask_id, eos_id=eos_id,
                   eot_id=eot_id, logits_eos_inf=params.logits_eos_inf,
                   confidence_eos_eot_inf=params.confidence_eos_eot_inf, rng=rng, on_step=on_step, trace=trace)
+    if params.mode == "dream":
+        canvas = dream.generate(model, prompt, attention_mask, steps=params.steps, gen_length=params.gen_length,
+                                eps=params.eps, alg=params.alg, alg_temp=params.alg_temp,
+                                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+                                mask_id=mask_id, rng=rng, on_step=on_step, trace=trace)
+        return canvas, trace
     if params.mode == "fast":
         result = fast.generate(model, prompt, attention_mask, cache=params.cache, threshold=params.threshold,
                                early_stop=params.early_stop, window=None if params.window < 0 else params.window,
-                               **common)
+                               entropy_threshold=params.entropy_threshold, **common)
         return result.canvas, trace
     return sampler.generate(model, prompt, attention_mask, cfg_scale=params.cfg_scale, **common), trace
 
@@ -134,18 +141,24 @@ class LLaDAGenerator:
     def __init__(self, model_id: str, device: str | None = None, dtype: torch.dtype | None = None):
         model_dir = loader.resolve_model_dir(model_id)
         self.device = torch.device(device) if device else loader.default_device()
+        _, self.family = loader.read_family(model_dir)
         self.model = loader.load_llada(model_dir, self.device, dtype)
         self.tokenizer = loader.load_tokenizer(model_dir)
         cfg = self.model.cfg
         vocab = self.tokenizer.get_vocab()
-        self.mask_id = vocab.get(MASK, cfg.mask_token_id)
-        self.eos_id = vocab.get(EOS, cfg.eos_token_id)
-        self.eot_id = vocab.get(EOT, self.eos_id if cfg.eot_token_id is None else cfg.eot_token_id)
+
+        def token_id(role: str, from_config: int) -> int:
+            """The family's token by name in this tokenizer, else the id its config gives."""
+            return vocab.get(self.family.token_names.get(role), from_config)
+
+        self.mask_id = token_id("mask", cfg.mask_token_id)
+        self.eos_id = token_id("eos", cfg.eos_token_id)
+        self.eot_id = token_id("eot", self.eos_id if cfg.eot_token_id is None else cfg.eot_token_id)
         self.info = ModelInfo(
             model_id=model_id, local_path=str(model_dir), kind="llada", device=str(self.device),
             dtype=str(self.model.model.transformer.wte.weight.dtype).removeprefix("torch."),
             parameters=self.model.num_parameters(), max_length=cfg.max_sequence_length,
-            revision=hub_revision(model_dir),
+            revision=hub_revision(model_dir), family=self.family.name,
         )
         self.max_batch: int | None = None  # lowered for good after a GPU out-of-memory
         self.notes: list[str] = []  # what the caller should tell the user (out-of-memory retries)
@@ -163,11 +176,19 @@ class LLaDAGenerator:
     def check_fits(self, prompts: list[str], params: sampler.SamplerParams) -> None:
         check_lengths([self.prompt_length(p) for p in prompts], params.gen_length, self.info.max_length)
 
+    def check_sampler(self, params: sampler.SamplerParams) -> None:
+        """Dream decodes with its own sampler, the LLaDA families with LLaDA's."""
+        if (self.family.sampler == "dream") != (params.mode == "dream"):
+            wanted = ("its own sampler: a dream-* preset (mode 'dream')" if self.family.sampler == "dream"
+                      else "LLaDA's sampler (mode reference or fast), not Dream's")
+            raise UserError(f"{self.info.model_id} is a {self.family.title} model; it decodes with {wanted}")
+
     def generate(self, prompts: list[str], params: sampler.SamplerParams, seed: int,
                  on_step: StepCallback | None = None) -> list[Generation]:
         problems = params.problems()
         if problems:
             raise UserError("Sampler settings: " + "; ".join(problems))
+        self.check_sampler(params)
         encoded = [self.encode_prompt(p) for p in prompts]
         check_lengths([len(ids) for ids in encoded], params.gen_length, self.info.max_length)
         size = min(len(encoded), self.max_batch or len(encoded))

@@ -19,6 +19,9 @@ Approximations, each opt-in and each labelled approximate where it is offered:
   those after the block too, so a step computes the block alone (Fast-dLLM);
 - ``threshold``: a step commits every masked position of the block whose confidence exceeds it,
   and at least the most confident one, instead of the fixed schedule (parallel decoding);
+- ``entropy_threshold``: dParallel's rule, the same with the entropy of each position's distribution:
+  every masked position of the block whose entropy is at most the threshold, and at least the
+  lowest-entropy one (what dParallel-LLaDA was distilled to decode with);
 - ``early_stop``: once every row has completed a block that holds EOS or EOT, the rest is EOS;
 - ``window``: only ``window`` positions past the active block take part in the forward pass; the
   all-mask tail beyond is skipped and every position keeps its place (as in Elastic-dLLM).
@@ -49,12 +52,13 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
              remasking: str = "low_confidence", mask_id: int = 126336, eos_id: int = 126081, eot_id: int = 126348,
              logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
              rng: torch.Generator | None = None, cache: str = "none", threshold: float = 0.0,
-             early_stop: bool = False, window: int | None = None, cuda_graph: bool = True,
+             early_stop: bool = False, window: int | None = None, entropy_threshold: float = 0.0,
+             cuda_graph: bool = True,
              on_step: Callable[[int, int, torch.Tensor], None] | None = None,
              trace: Trace | None = None) -> FastResult:
     """Same canvas layout and arguments as ``sampler.generate`` (no classifier-free guidance). A
     token's commit step in ``trace`` is the reference's step of the schedule, or with a threshold
-    the forward pass that committed it."""
+    (of confidence or entropy) the forward pass that committed it."""
     B, P = prompt.shape
     T = P + gen_length
     device = prompt.device
@@ -72,6 +76,7 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
               else CachedPass(model, x, attention_mask, block_length, dual=cache == "dual", window=window,
                               cuda_graph=cuda_graph))
     calls = 0
+    parallel = threshold > 0 or entropy_threshold > 0  # commits by a threshold, not the schedule
 
     for num_block in range(num_blocks):
         start, end = P + num_block * block_length, P + (num_block + 1) * block_length
@@ -79,7 +84,7 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
         num_transfer_tokens = get_num_transfer_tokens(x[:, start:end] == mask_id, steps)
         step = 0  # of the schedule; with a threshold, forward passes in this block
         while (masked := x[:, start:end] == mask_id).any():
-            if not threshold:
+            if not parallel:
                 if step == steps:
                     break
                 step += 1
@@ -104,13 +109,15 @@ def generate(model: LLaDA, prompt: torch.Tensor, attention_mask: torch.Tensor | 
                 x0_p = torch.where((x0 == eos_id) | (x0 == eot_id), LAST_CONFIDENCE, x0_p)
             confidence = torch.where(masked, x0_p, -torch.inf)
 
-            if threshold:
+            if entropy_threshold:
+                transfer_index = low_entropy(logits, masked, entropy_threshold)
+            elif threshold:
                 transfer_index = confident(confidence, masked, threshold)
             else:
                 transfer_index = scheduled(confidence, num_transfer_tokens[:, step - 1], start, T)
             x[:, start:end] = torch.where(transfer_index, x0, x[:, start:end])
             if trace is not None:
-                trace.committed(calls if threshold else num_block * steps + step, transfer_index, logits, x0, start)
+                trace.committed(calls if parallel else num_block * steps + step, transfer_index, logits, x0, start)
             if on_step is not None:
                 on_step(num_block * steps + min(step, steps), num_blocks * steps, x)
 
@@ -198,6 +205,17 @@ def confident(confidence: torch.Tensor, masked: torch.Tensor, threshold: float) 
     """Every masked position above the threshold, and each row's most confident one whatever it is."""
     chosen = confidence > threshold
     best = confidence.argmax(dim=-1, keepdim=True)
+    return chosen.scatter(1, best, masked.any(dim=-1, keepdim=True) | chosen.gather(1, best))
+
+
+def low_entropy(logits: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Every masked position whose distribution's entropy (nats, float64) is at most the threshold, and each
+    row's lowest-entropy masked position whatever it is."""
+    p = F.softmax(logits.to(torch.float64), dim=-1)
+    entropy = -(p * torch.log(p + 1e-12)).sum(dim=-1)
+    entropy = torch.where(masked, entropy, torch.inf)
+    chosen = masked & (entropy <= threshold)
+    best = entropy.argmin(dim=-1, keepdim=True)
     return chosen.scatter(1, best, masked.any(dim=-1, keepdim=True) | chosen.gather(1, best))
 
 

@@ -1,8 +1,9 @@
-"""Load a LLaDA checkpoint directory (config.json + safetensors shards) onto a device.
+"""Load a diffusion LM checkpoint directory (config.json + safetensors shards) onto a device.
 
-Every tensor of the checkpoint is checked against the model's own names and shapes before
-anything is loaded, so a wrong or damaged checkpoint fails with a message, not a traceback
-from deep inside torch.
+The family (LLaDA, iLLaDA, Dream; core.llada.families) comes from config.json and says how its
+fields and tensor names map onto the one model class. Every tensor of the checkpoint is checked
+against the model's names and shapes before anything is loaded, so a wrong or damaged checkpoint
+fails with a message, not a traceback from deep inside torch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
+from core.llada import families
 from core.llada.model import LLaDA, LLaDAConfig
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -83,23 +85,53 @@ def available_locally(name_or_path: str) -> bool:
 
 
 def read_config(model_dir: Path) -> LLaDAConfig:
-    return LLaDAConfig.from_dict(raw_config(model_dir))
+    raw, family = read_family(model_dir)
+    return model_config(model_dir, raw, family)
 
 
-def raw_config(model_dir: Path) -> dict:
+def read_raw(model_dir: Path) -> dict:
     config_path = model_dir / "config.json"
     if not config_path.is_file():
-        raise CheckpointError(f"{model_dir} has no config.json: not a LLaDA checkpoint directory")
+        raise CheckpointError(f"{model_dir} has no config.json: not a diffusion LM checkpoint directory")
     try:
         raw = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{config_path} is not valid JSON: {exc}") from exc
-    missing = [k for k in ("d_model", "n_heads", "n_layers", "mlp_hidden_size", "vocab_size") if k not in raw]
-    if missing:
-        raise CheckpointError(f"{config_path} lacks {', '.join(missing)}: not a LLaDA config")
-    cfg = LLaDAConfig.from_dict(raw)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_path} does not hold a JSON object")
+    return raw
+
+
+def read_family(model_dir: Path) -> tuple[dict, families.Family]:
+    """config.json and the diffusion family it names; any other model is refused with the families we run."""
+    raw = read_raw(model_dir)
+    try:
+        family = families.detect(raw)
+    except UserError as exc:
+        raise CheckpointError(f"{model_dir}: {exc}") from None
+    if family is None:
+        raise CheckpointError(f"{model_dir / 'config.json'} describes model_type {raw.get('model_type')!r}, no "
+                              f"diffusion LM family. {families.SUPPORTED_TEXT}.")
+    return raw, family
+
+
+def model_config(model_dir: Path, raw: dict, family: families.Family) -> LLaDAConfig:
+    try:
+        cfg = families.llada_config(raw, family)
+    except UserError as exc:
+        raise CheckpointError(f"{model_dir / 'config.json'}: {exc}") from None
     if cfg.d_model % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
-        raise CheckpointError(f"{config_path}: d_model, n_heads and n_kv_heads do not divide evenly")
+        raise CheckpointError(f"{model_dir / 'config.json'}: the model width and the numbers of heads and of "
+                              "key/value heads do not divide evenly")
+    return cfg
+
+
+def raw_config(model_dir: Path) -> dict:
+    """A LLaDA-family config.json (the layout this project's own checkpoints are written in)."""
+    raw, family = read_family(model_dir)
+    if family is not families.LLADA:
+        raise CheckpointError(f"{model_dir} is a {family.title} checkpoint; a LLaDA one is needed here")
+    model_config(model_dir, raw, family)
     return raw
 
 
@@ -137,9 +169,10 @@ def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
     model_dir = Path(model_dir)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    raw = raw_config(model_dir)
+    raw, family = read_family(model_dir)
+    cfg = model_config(model_dir, raw, family)
     with torch.device("meta"):
-        model = LLaDA(LLaDAConfig.from_dict(raw))
+        model = LLaDA(cfg)
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
     if "base" in raw:
         state = {name: tensor.to(device=device, dtype=dtype) for name, tensor in
@@ -147,11 +180,12 @@ def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
         model.load_state_dict(state, assign=True)
         return model.eval()
     files = shard_files(model_dir)
-
-    missing = sorted(set(expected) - set(files))
-    unexpected = sorted(set(files) - set(expected))
+    names = families.checkpoint_names(expected, family)  # ours -> the checkpoint's
+    wanted = set(names.values())
+    missing = sorted(wanted - set(files))
+    unexpected = sorted(set(files) - wanted - ({families.TIED_HEAD_COPY} if cfg.weight_tying else set()))
     if missing or unexpected:
-        lines = [f"Checkpoint {model_dir} does not match the LLaDA config it ships:"]
+        lines = [f"Checkpoint {model_dir} does not match the {family.title} config it ships:"]
         if missing:
             lines.append(f"  missing {len(missing)} tensor(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
         if unexpected:
@@ -160,22 +194,23 @@ def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
 
     state: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
-    for name, path in files.items():
-        by_file.setdefault(path, []).append(name)
+    for name, stored in names.items():
+        by_file.setdefault(files[stored], []).append(name)
     # safetensors reads straight onto the GPU; CPU tensors are cast as they arrive.
     load_device = str(device) if device.type == "cuda" else "cpu"
-    for path, names in sorted(by_file.items()):
+    for path, ours in sorted(by_file.items()):
         with _open_safetensors(path, load_device) as f:
-            for name in names:
-                shape = tuple(f.get_slice(name).get_shape())
+            for name in ours:
+                stored = names[name]
+                shape = tuple(f.get_slice(stored).get_shape())
                 if shape != expected[name]:
                     raise CheckpointError(
-                        f"Checkpoint tensor {name} in {path.name} has shape {shape}, the config needs {expected[name]}"
+                        f"Checkpoint tensor {stored} in {path.name} has shape {shape}, the config needs {expected[name]}"
                     )
                 try:
-                    state[name] = f.get_tensor(name).to(device=device, dtype=dtype)
+                    state[name] = f.get_tensor(stored).to(device=device, dtype=dtype)
                 except Exception as exc:
-                    raise CheckpointError(f"Could not read {name} from {path}: {exc}") from exc
+                    raise CheckpointError(f"Could not read {stored} from {path}: {exc}") from exc
     model.load_state_dict(state, assign=True)
     return model.eval()
 

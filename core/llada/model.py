@@ -3,9 +3,11 @@
 Parameter names follow the hub checkpoints (``model.transformer.blocks.{i}.q_proj.weight``...),
 so a checkpoint's state dict loads with no renaming. Numerics follow the reference code:
 RMSNorm in fp32, cast back, then times the weight; RoPE in fp32 with the half-split
-rotation; SwiGLU with SiLU on ``ff_proj`` and a linear ``up_proj``; no biases. With
+rotation; SwiGLU with SiLU on ``ff_proj`` and a linear ``up_proj``; no biases but, with
+``qkv_bias`` (Dream's Qwen2 layout), on the query, key and value projections. With
 ``shifted_prediction`` (models converted from an autoregressive parent, as Dream is) the logits
-for position j are read from position j - 1's state.
+for position j are read from position j - 1's state. Other families' checkpoints load into this
+class under the names core.llada.families maps them to.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class LLaDAConfig:
     # Dream's shifted prediction: the state at position i predicts token i + 1, as in the AR model
     # a checkpoint was converted from; forward() still returns row j as the prediction for token j.
     shifted_prediction: bool = False
+    qkv_bias: bool = False  # biases on q_proj, k_proj and v_proj (Qwen2's layout, so Dream's)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "LLaDAConfig":
@@ -103,9 +106,9 @@ class Block(nn.Module):
         self.cfg = cfg
         kv_dim = cfg.n_kv_heads * cfg.head_dim
         self.attn_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
-        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.k_proj = nn.Linear(cfg.d_model, kv_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.d_model, kv_dim, bias=False)
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.d_model, kv_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, kv_dim, bias=cfg.qkv_bias)
         self.attn_out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.ff_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.ff_proj = nn.Linear(cfg.d_model, cfg.mlp_hidden_size, bias=False)

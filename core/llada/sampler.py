@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 REMASKING = ("low_confidence", "random")
-MODES = ("reference", "fast")
+MODES = ("reference", "fast", "dream")  # dream: Dream's own sampler (core/llada/dream.py), for the Dream family
+DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 CACHES = ("none", "prefix", "dual")  # the fast mode's key/value caches; the reference loop has none
 
 # Proposals of EOS/EOT under ``confidence_eos_eot_inf`` rank below every real confidence
@@ -44,19 +45,33 @@ class SamplerParams:
     threshold: float = 0.0  # approximate when > 0: confidence-threshold parallel decoding
     early_stop: bool = False  # approximate: stop once every answer has ended in a completed block
     window: int = -1  # approximate when >= 0: mask positions past the active block that are computed
+    entropy_threshold: float = 0.0  # when > 0: dParallel's rule, commit the block's masks of entropy <= it
+    # Dream's sampler (mode "dream"): its ordering, its temperature over positions, nucleus and top-k
+    # filtering of the proposals (1 and 0: off) and the last timestep; no blocks (block_length = gen_length).
+    alg: str = "entropy"
+    alg_temp: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    eps: float = 1e-3
 
     @property
     def approximate(self) -> bool:
-        return self.cache != "none" or self.threshold > 0 or self.early_stop or self.window >= 0
+        return (self.cache != "none" or self.threshold > 0 or self.early_stop or self.window >= 0
+                or self.entropy_threshold > 0)
 
     def label(self) -> str:
         """How this loop relates to the reference, in words for pages and tables."""
         if self.mode == "reference":
             return "reference"
+        if self.mode == "dream":
+            filters = [f"top-p {self.top_p:g}"] * (self.top_p < 1) + [f"top-k {self.top_k}"] * (self.top_k > 0)
+            return f"Dream, {self.alg}" + "".join(f", {f}" for f in filters) + (
+                f", alg_temp {self.alg_temp:g}" if self.alg_temp > 0 else "")
         if not self.approximate:
             return "fast, exact"
         parts = [f"{self.cache} cache"] if self.cache != "none" else []
         parts += [f"threshold {self.threshold:g}"] if self.threshold > 0 else []
+        parts += [f"entropy threshold {self.entropy_threshold:g} (dParallel)"] if self.entropy_threshold > 0 else []
         parts += ["EOS early stop"] if self.early_stop else []
         parts += [f"window {self.window}"] if self.window >= 0 else []
         return "fast, APPROXIMATE (" + ", ".join(parts) + ")"
@@ -92,9 +107,40 @@ class SamplerParams:
         if self.window < -1:
             out.append("window must be -1 (off) or at least 0")
         if self.mode == "reference" and self.approximate:
-            out.append("cache, threshold, early_stop and window need mode 'fast'")
+            out.append("cache, threshold, entropy_threshold, early_stop and window need mode 'fast'")
         if self.mode == "fast" and self.cfg_scale > 0:
             out.append("classifier-free guidance (cfg_scale > 0) runs in the reference mode only")
+        if self.entropy_threshold < 0:
+            out.append("entropy_threshold must be >= 0")
+        if self.entropy_threshold > 0 and (self.threshold > 0 or self.remasking != "low_confidence"
+                                           or self.confidence_eos_eot_inf):
+            out.append("entropy_threshold (dParallel's rule) ranks by entropy alone: it goes with no confidence "
+                       "threshold, remasking low_confidence and confidence_eos_eot_inf off")
+        return out + self._dream_problems()
+
+    def _dream_problems(self) -> list[str]:
+        defaults = SamplerParams()
+        dream_fields = ("alg", "alg_temp", "top_p", "top_k", "eps")
+        if self.mode != "dream":
+            changed = [f for f in dream_fields if getattr(self, f) != getattr(defaults, f)]
+            return [f"{', '.join(changed)} belong to Dream's sampler (mode 'dream')"] if changed else []
+        out = []
+        if self.alg not in DREAM_ALGS:
+            out.append(f"alg must be one of {', '.join(DREAM_ALGS)}")
+        if self.alg_temp < 0:
+            out.append("alg_temp must be >= 0")
+        if not 0 < self.top_p <= 1:
+            out.append("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            out.append("top_k must be >= 0 (0: off)")
+        if not 0 < self.eps < 1:
+            out.append("eps must be in (0, 1)")
+        if self.block_length != self.gen_length:
+            out.append("Dream's sampler has no blocks: block_length must equal gen_length")
+        if self.approximate or self.cfg_scale > 0 or self.remasking != "low_confidence" or self.logits_eos_inf \
+                or self.confidence_eos_eot_inf:
+            out.append("caches, thresholds, early stop, window, guidance, remasking and the EOS options are LLaDA's "
+                       "sampler's; Dream's takes alg, alg_temp, temperature, top_p, top_k and eps")
         return out
 
     def to_dict(self) -> dict:
@@ -116,6 +162,21 @@ PRESETS: dict[str, tuple[str, SamplerParams]] = {
     "small-fast": ("demo model, fast approximate (dual cache, threshold 0.95, early stop)",
                    SamplerParams(gen_length=64, steps=64, block_length=8, mode="fast", cache="dual",
                                  threshold=0.95, early_stop=True)),
+    # The families' published settings (their evaluation scripts; README, "Model families").
+    "llada15-gsm8k": ("LLaDA-1.5 GSM8K, authors (gen 256, block 16, EOS/EoT last)",
+                      SamplerParams(gen_length=256, steps=256, block_length=16, confidence_eos_eot_inf=True)),
+    "dparallel": ("dParallel-LLaDA, authors (entropy threshold 0.5, block 32)",
+                  SamplerParams(gen_length=256, steps=256, block_length=32, mode="fast", entropy_threshold=0.5)),
+    "illada-gsm8k": ("iLLaDA GSM8K, authors (block 32, one token a step, stop at the end)",
+                     SamplerParams(gen_length=2048, steps=2048, block_length=32, mode="fast", early_stop=True)),
+    "dream-gsm8k": ("Dream GSM8K, authors (entropy, temperature 0.1, top-p 0.9)",
+                    SamplerParams(gen_length=256, steps=256, block_length=256, mode="dream", alg="entropy",
+                                  temperature=0.1, top_p=0.9)),
+    "dream-demo": ("Dream demo, authors (entropy, temperature 0.2, top-p 0.95)",
+                   SamplerParams(gen_length=512, steps=512, block_length=512, mode="dream", alg="entropy",
+                                 temperature=0.2, top_p=0.95)),
+    "dream-greedy": ("Dream, greedy (entropy, temperature 0: the same tokens every run)",
+                     SamplerParams(gen_length=256, steps=256, block_length=256, mode="dream", alg="entropy")),
 }
 
 
