@@ -19,7 +19,7 @@ from core.pipeline.worker import submit_experiment
 from db.models import Experiment
 from db.queries import experiment_states
 from db.session import session_scope
-from pages.shared import db_url, get_worker, require_reviewer
+from pages.shared import db_url, get_worker, model_card, require_reviewer
 
 
 def numbers(text: str, kind=float) -> list:
@@ -56,11 +56,17 @@ def plan_section() -> dict:
         form["infill_k"] = int(cols[1].number_input("k (fixed rule)", min_value=1, max_value=64,
                                                     value=infill.DEFAULT_K, disabled=form["infill_length"] != "fixed"))
     cols = st.columns([3, 1, 1])
-    models = cols[0].text_area("Models, one per line (LLaDA or a causal LM as the control)", value=default_model())
+    models = cols[0].text_area("Models, one per line (diffusion LMs of any family, or a causal LM as the control)",
+                               value=default_model(),
+                               help="each runs on the same prompts, compressed once per compressor and ratio")
     form["models"] = [m.strip() for m in models.splitlines() if m.strip()]
     preset = cols[1].selectbox("Sampler preset", ["(model default)"] + list(PRESETS),
-                               format_func=lambda k: PRESETS[k][0] if k in PRESETS else k)
+                               format_func=lambda k: PRESETS[k][0] if k in PRESETS else k,
+                               help="'(model default)' gives each model its family's published setting, the way "
+                                    "to compare families (Dream decodes with its own sampler)")
     form["preset"] = None if preset == "(model default)" else preset
+    for model in form["models"]:
+        model_card(model)
     form["batch_size"] = cols[2].number_input("Batch size", min_value=1, value=16,
                                               help="halved on its own if the GPU runs out of memory")
     if preset in PRESETS and PRESETS[preset][1].approximate:

@@ -159,6 +159,15 @@ def compare_section() -> None:
     st.download_button("Download comparison (CSV)", csv_text(table, index=False).encode(),
                        file_name=f"compare-{first}-vs-{second}-{reference}.csv", mime="text/csv")
     comparison_chart(table, first, second)
+    degradation = analysis.compare_degradation(*frames, reference=reference)
+    if not degradation.empty:
+        st.subheader("What compression costs each")
+        st.caption("Per compressed condition: each output's metric minus its own prompt's original output's, then B "
+                   "minus A, paired as above. Two experiments of one plan on two models compare how much each "
+                   "model degrades.")
+        st.dataframe(degradation, width="stretch", hide_index=True)
+        st.download_button("Download degradation comparison (CSV)", csv_text(degradation, index=False).encode(),
+                           file_name=f"degradation-{first}-vs-{second}-{reference}.csv", mime="text/csv")
 
 
 require_reviewer()

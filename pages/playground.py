@@ -10,12 +10,13 @@ from core.errors import UserError
 from core.generation import demo
 from core.generation.ar import PACKAGED_SMOLLM2
 from core.llada.loader import available_locally
-from core.llada.sampler import CACHES, MODES, PRESETS, REMASKING, SamplerParams
+from core.llada import families
+from core.llada.sampler import CACHES, DREAM_ALGS, MODES, PRESETS, REMASKING, SamplerParams
 from core.pipeline import compressors, infill, metrics
 from core.pipeline.conditions import CONDITIONS
-from core.pipeline.service import CompareRequest, default_model, default_preset, default_source
+from core.pipeline.service import CompareRequest, default_model, default_preset, default_source, model_family
 from core.pipeline.worker import job_state, submit_compare
-from pages.shared import CONDITION_TITLES, db_url, get_worker, load_view, require_reviewer, show_run
+from pages.shared import CONDITION_TITLES, db_url, get_worker, load_view, model_card, require_reviewer, show_run
 
 state = st.session_state
 
@@ -90,8 +91,10 @@ def compressor_section() -> tuple[str, float, int, dict]:
 def model_section() -> tuple[str, str, str]:
     """Model, sampler preset and BERTScore backbone."""
     cols = st.columns(3)
-    model = cols[0].text_input("Model (LLaDA, or a causal LM as the autoregressive control)", value=default_model(),
-                               help="A LLaDA checkpoint directory or hub id; any Hugging Face causal LM (directory, "
+    model = cols[0].text_input("Model (a diffusion LM, or a causal LM as the autoregressive control)",
+                               value=default_model(),
+                               help="A LLaDA, LLaDA-1.5, dParallel-LLaDA, iLLaDA or Dream checkpoint directory or hub "
+                                    "id; any Hugging Face causal LM (directory, "
                                     f"hub id or .gguf file) runs as the autoregressive control; '{PACKAGED_SMOLLM2}' "
                                     "is the small one installed here.")
     preset_keys = list(PRESETS) + ["custom"]
@@ -99,41 +102,76 @@ def model_section() -> tuple[str, str, str]:
                                format_func=lambda k: PRESETS[k][0] if k in PRESETS else "custom")
     backbones = list(metrics.bertscore_backbones())
     backbone = cols[2].selectbox("BERTScore backbone", backbones, index=backbones.index(metrics.default_backbone()))
+    model_card(model.strip())
     return model.strip(), preset, backbone
 
 
+def llada_parameters(base: SamplerParams, disabled: bool) -> dict:
+    c = st.columns(4)
+    values = dict(
+        cfg_scale=float(c[0].number_input("cfg_scale", value=base.cfg_scale, step=0.5, disabled=disabled)),
+        remasking=c[1].selectbox("remasking", REMASKING, index=REMASKING.index(base.remasking), disabled=disabled),
+        logits_eos_inf=c[2].checkbox("logits_eos_inf", value=base.logits_eos_inf, disabled=disabled),
+        confidence_eos_eot_inf=c[3].checkbox("confidence_eos_eot_inf", value=base.confidence_eos_eot_inf,
+                                             disabled=disabled))
+    llada_modes = [m for m in MODES if m != "dream"]
+    c = st.columns(6)
+    values.update(
+        mode=c[0].selectbox("mode", llada_modes, index=llada_modes.index(base.mode), disabled=disabled,
+                            help="'fast' gives the reference's tokens at temperature 0 unless an approximation is on"),
+        cache=c[1].selectbox("cache (approximate)", CACHES, index=CACHES.index(base.cache), disabled=disabled),
+        threshold=float(c[2].number_input("threshold (approximate)", value=base.threshold, min_value=0.0,
+                                          max_value=0.999, step=0.05, disabled=disabled,
+                                          help="0: off; else commit every position above it")),
+        entropy_threshold=float(c[3].number_input(
+            "entropy_threshold", value=base.entropy_threshold, min_value=0.0, step=0.05, disabled=disabled,
+            help="dParallel's rule: 0 off; else commit every position whose entropy is at most it")),
+        window=int(c[4].number_input("window (approximate)", value=base.window, min_value=-1, step=8,
+                                     disabled=disabled, help="-1: off; else masks computed past the active block")),
+        early_stop=c[5].checkbox("early_stop (approximate)", value=base.early_stop, disabled=disabled))
+    return values
+
+
+def dream_parameters(base: SamplerParams, disabled: bool) -> dict:
+    c = st.columns(5)
+    return dict(
+        alg=c[0].selectbox("alg", DREAM_ALGS, index=DREAM_ALGS.index(base.alg), disabled=disabled,
+                           help="which masks a step unmasks: at random (origin) or the most confident by "
+                                "probability, margin or entropy"),
+        alg_temp=float(c[1].number_input("alg_temp", value=base.alg_temp, min_value=0.0, step=0.1,
+                                         disabled=disabled, help="0: the most confident; else drawn by confidence")),
+        top_p=float(c[2].number_input("top_p", value=base.top_p, min_value=0.01, max_value=1.0, step=0.05,
+                                      disabled=disabled)),
+        top_k=int(c[3].number_input("top_k", value=base.top_k, min_value=0, step=1, disabled=disabled,
+                                    help="0: off")),
+        eps=float(c[4].number_input("eps", value=base.eps, min_value=1e-6, max_value=0.5, step=1e-3, format="%.4f",
+                                    disabled=disabled, help="the last timestep")))
+
+
 def sampler_section(model: str, preset: str) -> dict | None:
-    """The sampler's parameters: the preset's, shown read-only, or the user's own under "custom"."""
+    """The sampler's parameters: the preset's, shown read-only, or the user's own under "custom". Dream's own
+    sampler shows its own parameters; LLaDA's options that do not apply to it are not offered."""
     base = PRESETS[preset if preset in PRESETS else default_preset(model)][1]
+    dream_loop = base.mode == "dream" if preset != "custom" else model_family(model) is families.DREAM
     sampler = None
     with st.expander("Sampler parameters", expanded=preset == "custom"):
         disabled = preset != "custom"
         c = st.columns(4)
-        gen_length = c[0].number_input("gen_length", value=base.gen_length, step=8, disabled=disabled)
-        steps = c[1].number_input("steps", value=base.steps, step=8, disabled=disabled)
-        block_length = c[2].number_input("block_length", value=base.block_length, step=8, disabled=disabled)
-        temperature = c[3].number_input("temperature", value=base.temperature, step=0.1, disabled=disabled)
-        c = st.columns(4)
-        cfg_scale = c[0].number_input("cfg_scale", value=base.cfg_scale, step=0.5, disabled=disabled)
-        remasking = c[1].selectbox("remasking", REMASKING, index=REMASKING.index(base.remasking), disabled=disabled)
-        logits_eos_inf = c[2].checkbox("logits_eos_inf", value=base.logits_eos_inf, disabled=disabled)
-        confidence_eos_eot_inf = c[3].checkbox("confidence_eos_eot_inf", value=base.confidence_eos_eot_inf,
-                                               disabled=disabled)
-        c = st.columns(5)
-        mode = c[0].selectbox("mode", MODES, index=MODES.index(base.mode), disabled=disabled,
-                              help="'fast' gives the reference's tokens at temperature 0 unless an approximation is on")
-        cache = c[1].selectbox("cache (approximate)", CACHES, index=CACHES.index(base.cache), disabled=disabled)
-        threshold = c[2].number_input("threshold (approximate)", value=base.threshold, min_value=0.0,
-                                      max_value=0.999, step=0.05, disabled=disabled,
-                                      help="0: off; else commit every position above it")
-        window = c[3].number_input("window (approximate)", value=base.window, min_value=-1, step=8,
-                                   disabled=disabled, help="-1: off; else masks computed past the active block")
-        early_stop = c[4].checkbox("early_stop (approximate)", value=base.early_stop, disabled=disabled)
+        values = dict(
+            gen_length=int(c[0].number_input("gen_length", value=base.gen_length, step=8, disabled=disabled)),
+            steps=int(c[1].number_input("steps", value=base.steps, step=8, disabled=disabled)),
+            temperature=float(c[3].number_input("temperature", value=base.temperature, step=0.1, disabled=disabled)))
+        if dream_loop:
+            values.update(dream_parameters(base, disabled), mode="dream", block_length=values["gen_length"])
+            c[2].caption("Dream's sampler: one canvas, no blocks")
+            st.caption("Block length, guidance, remasking, the EOS options, caches, thresholds, early stop and window "
+                       "are LLaDA's sampler's; they do not apply to Dream.")
+        else:
+            values["block_length"] = int(c[2].number_input("block_length", value=base.block_length, step=8,
+                                                           disabled=disabled))
+            values.update(llada_parameters(base, disabled))
         if preset == "custom":
-            sampler = dict(gen_length=int(gen_length), steps=int(steps), block_length=int(block_length),
-                           temperature=float(temperature), cfg_scale=float(cfg_scale), remasking=remasking,
-                           logits_eos_inf=logits_eos_inf, confidence_eos_eot_inf=confidence_eos_eot_inf, mode=mode,
-                           cache=cache, threshold=float(threshold), window=int(window), early_stop=early_stop)
+            sampler = values
     chosen = SamplerParams(**sampler) if sampler else base
     if chosen.approximate:
         st.warning(f"Sampler: {chosen.label()}. Outputs can differ from the reference loop's.")

@@ -136,6 +136,17 @@ def significance_tab(frame) -> None:
     table_with_download(analysis.seed_variance(frame), "seed-variance")
 
 
+def models_tab(frame) -> None:
+    if frame["model"].nunique() < 2:
+        st.info("This experiment ran one model. A plan with several models (Experiments page) runs each on the same "
+                "compressed prompts; this tab then compares them prompt by prompt.")
+        return
+    st.caption("Each pair of models on the same prompts, per condition, compressor and ratio: the score itself and "
+               "its degradation (compressed minus original, per prompt), B minus A. McNemar on exact match, paired "
+               "bootstrap (10,000 resamples) for the rest.")
+    table_with_download(analysis.model_comparison(frame), "model-comparison")
+
+
 def drift_tab(frame) -> None:
     pr = analysis.precision_recall(frame)
     if pr.empty:
@@ -204,6 +215,7 @@ if frame.empty:
     st.stop()
 TABS = {"Metric vs ratio": curves_tab, "Study table": study_tab, "Reconstruction": reconstruction_tab,
         "Answer commitment": commitment_tab, "Compute": compute_tab, "Significance": significance_tab,
+        "Models": models_tab,
         "Omission vs drift": drift_tab, "Numbers kept": numbers_tab, "Length control": lengths_tab}
 for tab, show in zip(st.tabs(list(TABS)), TABS.values()):
     with tab:

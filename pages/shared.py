@@ -72,6 +72,25 @@ def app_url() -> str:
     return f"{parts.scheme}://{parts.netloc}/{(st.get_option('server.baseUrlPath') or '').strip('/')}".rstrip("/")
 
 
+def model_card(model_id: str) -> None:
+    """What the model's family is, its context, the presets that match its papers, and which fast modes apply."""
+    from core.llada.sampler import PRESETS
+    from core.pipeline.service import model_family
+
+    family = model_family(model_id)
+    if family is None:
+        st.caption("No diffusion family known for this model (it is not downloaded here, or it is a causal LM, "
+                   "which runs as the autoregressive control).")
+        return
+    with st.expander(f"Model card: {family.title}"):
+        st.markdown(render.md_escape(family.about))
+        st.markdown(f"**Context:** {family.context}  \n**Published checkpoints:** "
+                    + ", ".join(f"`{c}`" for c in family.checkpoints))
+        st.markdown("**Presets from its papers:** " + "; ".join(f"`{p}` ({PRESETS[p][0]})" for p in family.presets))
+        st.dataframe(pd.DataFrame({"fast mode": list(family.fast_modes), "for this family": list(
+            family.fast_modes.values())}), width="stretch", hide_index=True)
+
+
 def require_reviewer() -> None:
     """Stop the page unless this session may see reviewer views: anyone with authentication off, only a
     signed-in reviewer with it on. Navigation already hides these pages from others; this holds whatever

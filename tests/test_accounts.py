@@ -1,11 +1,10 @@
 """Accounts, passwords, invite links and the balanced assignment of review items (core.accounts, core.evaluation.review)."""
 
 import hashlib
-import subprocess
+import io
 import sys
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -20,7 +19,6 @@ from db.models import Account, Invite, ReviewAssignment, ReviewItem, ReviewLabel
 from db.session import get_engine, session_scope
 from test_review import add_experiment
 
-REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"
 
 
@@ -214,31 +212,40 @@ def test_a_task_asking_more_annotators_per_item_than_it_names_stores_nothing(db_
         assert session.query(ReviewTask).count() == 0
 
 
-def cli(db_url, *args, stdin=""):
-    return subprocess.run([sys.executable, "-m", "core", "users", "--db", db_url, *args], cwd=REPO, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def cli(db_url, monkeypatch, capsys):
+    """`python -m core users --db URL ...` in this process: (exit code, stdout, stderr)."""
+    from core.__main__ import main
+
+    def run(*args, stdin=""):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(["users", "--db", db_url, *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
 
 
-def test_the_command_line_sets_up_the_first_reviewer_and_invites_annotators(db_url):
-    made = cli(db_url, "add", "Ada", "--role", "reviewer", "--password-stdin", stdin=PASSWORD + "\n")
-    assert made.returncode == 0, made.stderr
+def test_the_command_line_sets_up_the_first_reviewer_and_invites_annotators(db_url, cli):
+    code, _, err = cli("add", "Ada", "--role", "reviewer", "--password-stdin", stdin=PASSWORD + "\n")
+    assert code == 0, err
     assert accounts.authenticate(db_url, "Ada", PASSWORD).is_reviewer
-    invited = cli(db_url, "add", "Ben", "--role", "annotator", "--invite", "--url", "https://review.example.org/lab/")
-    assert invited.returncode == 0, invited.stderr
-    link = urlsplit(invited.stdout.strip())
+    code, out, err = cli("add", "Ben", "--role", "annotator", "--invite", "--url", "https://review.example.org/lab/")
+    assert code == 0, err
+    link = urlsplit(out.strip())
     assert (link.scheme, link.netloc, link.path) == ("https", "review.example.org", "/lab/")
     token = parse_qs(link.query)["invite"][0]
     assert accounts.redeem(db_url, token).name == "Ben"
-    listed = cli(db_url, "list").stdout.splitlines()
+    listed = cli("list")[1].splitlines()
     assert listed[0].startswith("Ben\tannotator\tactive\tno password\tinvite valid until")
     assert listed[1].startswith("Ada\treviewer\tactive\tpassword\tno invite")
-    assert cli(db_url, "revoke", "Ben").returncode == 0
+    assert cli("revoke", "Ben")[0] == 0
     with pytest.raises(UserError):
         accounts.redeem(db_url, token)
-    again = cli(db_url, "add", "Ada", "--role", "reviewer", "--password-stdin", stdin=PASSWORD + "\n")
-    assert again.returncode == 2 and again.stderr.strip() == "error: There is already an account named 'Ada'"
-    short = cli(db_url, "password", "Ada", "--password-stdin", stdin="short\n")
-    assert short.returncode == 2 and "at least 10 characters" in short.stderr
-    assert cli(db_url, "disable", "Ada").returncode == 0 and not accounts.has_reviewer(db_url)
-    missing = cli(db_url, "invite", "Zoe")
-    assert missing.returncode == 2 and "No account named 'Zoe'" in missing.stderr
+    code, _, err = cli("add", "Ada", "--role", "reviewer", "--password-stdin", stdin=PASSWORD + "\n")
+    assert code == 2 and err.strip() == "error: There is already an account named 'Ada'"
+    code, _, err = cli("password", "Ada", "--password-stdin", stdin="short\n")
+    assert code == 2 and "at least 10 characters" in err
+    assert cli("disable", "Ada")[0] == 0 and not accounts.has_reviewer(db_url)
+    code, _, err = cli("invite", "Zoe")
+    assert code == 2 and "No account named 'Zoe'" in err

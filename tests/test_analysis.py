@@ -118,3 +118,31 @@ def test_answer_commitment_and_compute_savings_from_stored_rows():
     assert savings["compute_saved"] == pytest.approx(1 - 30 / 40) and savings["n"] == 2
     assert savings["accuracy"] == pytest.approx(0.5) and savings["accuracy_original"] == pytest.approx(1.0)
     assert analysis.compute_savings(synthetic()).empty
+
+
+def two_models():
+    """The five prompts of synthetic() on model m, and on model d, which loses only one answer to compression."""
+    other = synthetic().assign(model="d", run_id=lambda f: f["run_id"] + 10)
+    compressed = other["condition"] == "compressed"
+    other.loc[compressed, "exact_match@gold"] = [1.0, 1.0, 1.0, 1.0, 0.0]
+    return pd.concat([synthetic(), other], ignore_index=True)
+
+
+def test_models_of_one_experiment_are_compared_prompt_by_prompt_score_and_degradation():
+    table = analysis.model_comparison(two_models()).set_index(["condition", "measure"])
+    score = table.loc[("compressed", "score")]
+    assert (score["model_a"], score["model_b"], score["n"]) == ("d", "m", 5)
+    assert (score["mean_a"], score["mean_b"]) == (pytest.approx(0.8), pytest.approx(0.4))
+    assert score["test"] == "McNemar" and score["difference"] == pytest.approx(-0.4)
+    assert score["p_value"] == pytest.approx(0.5)  # 2 discordant prompts, both against m: 2 * (1/2)^2
+    drop = table.loc[("compressed", "degradation")]
+    assert (drop["mean_a"], drop["mean_b"]) == (pytest.approx(-0.2), pytest.approx(-0.6))
+    assert drop["test"] == "paired bootstrap" and drop["difference"] == pytest.approx(-0.4)
+    assert table.loc[("original", "score"), "difference"] == 0
+    assert analysis.model_comparison(synthetic()).empty  # one model: nothing to pair
+
+
+def test_the_study_table_is_split_by_model_when_an_experiment_ran_several():
+    table = analysis.study_table(two_models(), "gold")
+    assert table.loc[("d", "compressed", "math"), "exact_match"] == pytest.approx(0.8)
+    assert table.loc[("m", "compressed", "math"), "exact_match"] == pytest.approx(0.4)

@@ -140,7 +140,7 @@ def test_each_family_uses_its_own_special_tokens(dream_dir, illada_dir):
     assert (dreamer.mask_id, dreamer.eos_id, dreamer.eot_id) == (vocab["<|mask|>"], vocab["<|endoftext|>"],
                                                                vocab["<|im_end|>"])
     assert (illada.mask_id, illada.eos_id, illada.eot_id) == (5, 2, 2)
-    assert dreamer.info.family == "dream" and illada.info.family == "illada"
+    assert dreamer.info.kind == "dream" and illada.info.kind == "illada"
     prompt = dreamer.tokenizer.decode(dreamer.encode_prompt("How many?"))
     assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
 
@@ -283,3 +283,102 @@ def test_dparallel_decoding_takes_as_many_passes_as_its_threshold_allows(tiny_ch
     one_by_one = fast.generate(model, prompt, entropy_threshold=1e-12, **common)
     assert everything.forward_calls == 2 and one_by_one.forward_calls == 16  # a block a pass; a token a pass
     assert (everything.canvas[0, 4:] != model.cfg.mask_token_id).all()
+
+
+# Through the pages and experiments: two families side by side
+
+PAGES = __import__("pathlib").Path(__file__).resolve().parents[1] / "pages"
+
+
+def wait_until_done(db_url, experiment_id, timeout=300):
+    import time
+
+    from db.queries import experiment_states
+    from db.session import session_scope
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_scope(db_url) as session:
+            state = experiment_states(session, [experiment_id])[experiment_id]
+        if state["status"] in ("done", "failed"):
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"experiment {experiment_id} did not finish: {state}")
+
+
+def test_the_playground_shows_a_dream_model_s_card_and_runs_its_own_sampler(dream_dir, db_url, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.pipeline.worker import job_state
+    from pages.shared import load_view
+    from test_pages import wait_for_job
+
+    monkeypatch.setenv("COMPRESSLENS_MODEL", str(dream_dir))
+    at = AppTest.from_file(str(PAGES / "playground.py"), default_timeout=120)
+    at.run()
+    assert [e.label for e in at.expander if e.label.startswith("Model card")] == ["Model card: Dream"]
+    card = next(e for e in at.expander if e.label == "Model card: Dream")
+    fast_modes = card.dataframe[0].value
+    assert fast_modes["for this family"].str.startswith("does not apply").all()
+    assert any(s.label == "alg" for s in at.selectbox)  # Dream's own parameters, not LLaDA's fast modes
+    assert not any(s.label == "cache (approximate)" for s in at.selectbox)
+    preset = next(s for s in at.selectbox if s.label == "Sampler preset")
+    assert preset.value == "dream-gsm8k"
+    preset.set_value("dream-greedy")
+    at.text_area(key="prompt").input("Tom has 3 apples and buys 5 more. How many apples does he have?")
+    at.run()
+    next(b for b in at.button if b.label == "Run").click()
+    at.run()
+    assert not at.exception and not at.error, at.error
+    state = wait_for_job(db_url, at.session_state["job_id"])
+    assert state["status"] == "done", job_state(db_url, at.session_state["job_id"])
+    view = load_view(state["run_id"])
+    assert view["sampler"]["mode"] == "dream" and view["sampler"]["alg"] == "entropy"
+
+
+def test_an_experiment_runs_two_families_on_the_same_compressed_prompts(tiny_checkpoint, dream_dir, db_url,
+                                                                      monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.evaluation import analysis
+
+    monkeypatch.setenv("COMPRESSLENS_MODEL", str(tiny_checkpoint))
+    at = AppTest.from_file(str(PAGES / "experiments.py"), default_timeout=120)
+    at.run()
+    at.text_input[0].input("two families")
+    at.text_input[1].input("2")
+    at.number_input[0].set_value(2)
+    at.text_area[0].input(f"{tiny_checkpoint}\n{dream_dir}")
+    at.run()
+    assert [e.label for e in at.expander if e.label.startswith("Model card")] == ["Model card: LLaDA",
+                                                                                 "Model card: Dream"]
+    next(n for n in at.number_input if n.label == "Generation length: math").set_value(32)
+    at.run()
+    next(b for b in at.button if b.label.startswith("Queue")).click()
+    at.run()
+    assert not at.exception and at.success[0].value == "Experiment #1 queued.", at.error
+    assert wait_until_done(db_url, 1)["status"] == "done"
+
+    frame = analysis.outputs_frame(db_url, 1)
+    assert set(frame["model"]) == {str(tiny_checkpoint), str(dream_dir)}
+    compressed = frame[frame["condition"] == "compressed"]
+    prompts = compressed.pivot(index="source_id", columns="model", values="prompt")
+    assert len(prompts) == 2 and (prompts[str(tiny_checkpoint)] == prompts[str(dream_dir)]).all()  # compressed once
+    samplers = compressed.groupby("model")["sampler"].first()
+    assert samplers[str(dream_dir)] == "Dream, entropy, top-p 0.9" and samplers[str(tiny_checkpoint)] == "reference"
+    comparison = analysis.model_comparison(frame)
+    assert {"original", "compressed"} <= set(comparison["condition"]) and (comparison["n"] == 2).all()
+
+
+def test_the_command_line_runs_a_dream_checkpoint_on_its_paper_s_sampler(dream_dir, db_url, capsys):
+    from core.__main__ import main
+
+    code = main(["compare", "--model", str(dream_dir), "--prompt", "Tom has 3 apples and buys 5 more. How many?",
+                 "--compressor", "random", "--ratio", "1.5", "--preset", "dream-greedy", "--db", db_url, "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    view = json.loads(out.out)
+    assert view["sampler"]["mode"] == "dream" and view["model"]["kind"] == "dream"
+    assert main(["compare", "--model", str(dream_dir), "--prompt", "Hi", "--compressor", "random", "--preset", "gsm8k",
+                 "--db", db_url]) == 2
+    assert "Dream model; it decodes with its own sampler" in capsys.readouterr().err

@@ -329,3 +329,16 @@ def test_history_compares_two_experiments(db_url):
     assert not at.exception
     assert at.info[-1].value.startswith("Experiment #3 has no outputs yet")
     assert not at.get("plotly_chart")
+
+
+def test_compare_degradation_sets_each_experiment_s_loss_against_its_own_originals():
+    a = pd.DataFrame(dict(model="m", compressor="none", ratio=1.0, seed=0, source="gsm8k", source_id=f"p{i}",
+                          task="math", condition="original", **{EM: v}) for i, v in enumerate([1, 1, 1, 0]))
+    a = pd.concat([a, a.assign(condition="compressed", compressor="random", ratio=2.0, **{EM: [1, 0, 0, 0]})])
+    # B, another model: right on every original, and compression costs it one prompt where it costs A two.
+    b = a.assign(model="dream", **{EM: [1, 1, 1, 1] + [1, 1, 1, 0]})
+    table = analysis.compare_degradation(a, b)
+    assert table[["condition", "task", "metric", "pairing"]].values.tolist() == [["compressed", "math", EM, "paired"]]
+    row = table.iloc[0]
+    assert (row["mean_a"], row["mean_b"]) == (pytest.approx(-0.5), pytest.approx(-0.25))  # drops 0,-1,-1,0 / 0,0,0,-1
+    assert row["difference"] == pytest.approx(0.25) and row["n_a"] == row["n_b"] == 4

@@ -142,13 +142,15 @@ def compute_savings(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def study_table(frame: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Rows condition x task, columns the metrics against one reference (means), as in the study."""
+    """Rows condition x task (model x condition x task for several models), columns the metrics against one
+    reference (means), as in the study."""
     wanted = [c for c in metric_columns(frame) if c.endswith(f"@{reference}")]
     if reference != "gold" and EM in frame:
         wanted = [EM] + wanted
     if not wanted:
         return pd.DataFrame()
-    table = frame.groupby(["condition", "task"])[wanted].mean()
+    rows = (["model"] if frame["model"].nunique() > 1 else []) + ["condition", "task"]
+    table = frame.groupby(rows)[wanted].mean()
     table.columns = [c.replace(f"@{reference}", "") for c in table.columns]
     order = {c: i for i, c in enumerate(CONDITIONS)}
     return table.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, 99)) if idx.name == "condition" else idx)
@@ -193,6 +195,53 @@ def significance(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                            effect_size=test.effect_size, low=test.low, high=test.high, effect="Cohen's d_z")
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def model_comparison(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Every pair of models of an experiment on the same prompts (seed and source), per condition, compressor and
+    ratio: each model's mean and B - A, for the score itself and for its degradation (compressed minus original,
+    per prompt). McNemar on exact match (of the scores), paired bootstrap for the rest."""
+    models = sorted(frame["model"].unique())
+    continuous = [c for c in metric_columns(frame)
+                  if c.split("@")[0] in CONTINUOUS and c.endswith(("@reference_summary", "@gold"))]
+    metrics = ([EM] if EM in frame else []) + continuous
+    rows = []
+    configs = frame[["condition", "compressor", "ratio"]].drop_duplicates().itertuples(index=False)
+    for condition, compressor, ratio in configs:
+        part = frame[(frame["condition"] == condition) & (frame["compressor"] == compressor)
+                     & (frame["ratio"] == ratio)]
+        for metric in metrics:
+            for measure in ("score", "degradation") if condition != "original" else ("score",):
+                values = {m: _per_prompt(frame, part, m, metric, measure) for m in models}
+                for i, model_a in enumerate(models):
+                    for model_b in models[i + 1:]:
+                        both = pd.concat([values[model_a], values[model_b]], axis=1, join="inner").dropna()
+                        if both.empty:
+                            continue
+                        a, b = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
+                        row = {"model_a": model_a, "model_b": model_b, "condition": condition,
+                               "compressor": compressor, "ratio": ratio, "metric": metric, "measure": measure,
+                               "n": len(a), "mean_a": float(a.mean()), "mean_b": float(b.mean())}
+                        if metric == EM and measure == "score":
+                            test = mcnemar(a > 0.5, b > 0.5)
+                            row.update(test="McNemar", difference=test.difference, p_value=test.p_value,
+                                       low=None, high=None)
+                        else:
+                            test = paired_bootstrap(a, b, seed=seed)
+                            row.update(test="paired bootstrap", difference=test.difference, p_value=test.p_value,
+                                       low=test.low, high=test.high)
+                        rows.append(row)
+    return pd.DataFrame(rows, columns=["model_a", "model_b", "condition", "compressor", "ratio", "metric", "measure",
+                                       "n", "mean_a", "mean_b", "difference", "low", "high", "p_value", "test"])
+
+
+def _per_prompt(frame: pd.DataFrame, part: pd.DataFrame, model: str, metric: str, measure: str) -> pd.Series:
+    """One model's metric per (seed, source_id) in ``part``; as a degradation, minus its original's."""
+    mine = part[part["model"] == model].dropna(subset=[metric]).set_index(["seed", "source_id"])[metric]
+    if measure == "score":
+        return mine
+    original = frame[(frame["condition"] == "original") & (frame["model"] == model)].dropna(subset=[metric])
+    return mine - original.set_index(["seed", "source_id"])[metric].reindex(mine.index)
 
 
 def seed_variance(frame: pd.DataFrame, metric: str = EM) -> pd.DataFrame:
@@ -350,3 +399,36 @@ def compare_experiments(frame_a: pd.DataFrame, frame_b: pd.DataFrame, reference:
                 continue
             rows.append({"condition": condition, "task": task, "metric": metric} | _difference(a, b, seed))
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def _drops(frame: pd.DataFrame, condition: str, task: str, metric: str) -> pd.Series:
+    """Per output of a condition: its metric minus its prompt's original output's (same model and seed), indexed
+    by PAIR_KEY."""
+    if frame.empty or metric not in frame:
+        return pd.Series(dtype=float)
+    key = ["model", "seed", "source", "source_id"]
+    part = frame[(frame["condition"] == condition) & (frame["task"] == task)].dropna(subset=[metric])
+    base = frame[(frame["condition"] == "original") & (frame["task"] == task)].dropna(subset=[metric])
+    joined = part.merge(base[key + [metric]], on=key, suffixes=("", "_original"))
+    return pd.Series((joined[metric] - joined[f"{metric}_original"]).to_numpy(),
+                     index=pd.MultiIndex.from_frame(joined[PAIR_KEY]))
+
+
+def compare_degradation(frame_a: pd.DataFrame, frame_b: pd.DataFrame, reference: str = "gold",
+                        seed: int = 0) -> pd.DataFrame:
+    """Experiment B against A on what compression costs: per condition other than the original, each output's
+    metric minus its own prompt's original output's, then B - A as in ``compare_experiments`` (paired where both
+    scored the same keys). Two experiments of one plan on two models compare how much each model degrades."""
+    metrics = _compared_metrics(frame_a, frame_b, reference)
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    groups = sorted((g for g in _condition_tasks(frame_a) | _condition_tasks(frame_b) if g[0] != "original"),
+                    key=lambda g: (order.get(g[0], 99), g))
+    rows = []
+    for condition, task in groups:
+        for metric in metrics:
+            a, b = (_drops(f, condition, task, metric) for f in (frame_a, frame_b))
+            if a.empty and b.empty:
+                continue
+            rows.append({"condition": condition, "task": task, "metric": metric} | _difference(a, b, seed))
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+

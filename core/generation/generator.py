@@ -38,14 +38,13 @@ class Generation:
 class ModelInfo:
     model_id: str
     local_path: str
-    kind: str
+    kind: str  # the diffusion family (llada, illada, dream; core.llada.families), or "ar" for the control
     device: str
     dtype: str
     parameters: int
     max_length: int
     revision: str | None = None
     notes: list[str] = field(default_factory=list)
-    family: str | None = None  # the diffusion family (core.llada.families); None for the AR control
 
 
 class Generator(Protocol):
@@ -155,10 +154,10 @@ class LLaDAGenerator:
         self.eos_id = token_id("eos", cfg.eos_token_id)
         self.eot_id = token_id("eot", self.eos_id if cfg.eot_token_id is None else cfg.eot_token_id)
         self.info = ModelInfo(
-            model_id=model_id, local_path=str(model_dir), kind="llada", device=str(self.device),
+            model_id=model_id, local_path=str(model_dir), kind=self.family.name, device=str(self.device),
             dtype=str(self.model.model.transformer.wte.weight.dtype).removeprefix("torch."),
             parameters=self.model.num_parameters(), max_length=cfg.max_sequence_length,
-            revision=hub_revision(model_dir), family=self.family.name,
+            revision=hub_revision(model_dir),
         )
         self.max_batch: int | None = None  # lowered for good after a GPU out-of-memory
         self.notes: list[str] = []  # what the caller should tell the user (out-of-memory retries)
@@ -174,6 +173,7 @@ class LLaDAGenerator:
         return len(self.encode_prompt(prompt))
 
     def check_fits(self, prompts: list[str], params: sampler.SamplerParams) -> None:
+        self.check_sampler(params)
         check_lengths([self.prompt_length(p) for p in prompts], params.gen_length, self.info.max_length)
 
     def check_sampler(self, params: sampler.SamplerParams) -> None:

@@ -48,7 +48,7 @@ LLADA = Family(
     "LLaDA-1.5 is the same model after variance-reduced preference optimisation; dParallel-LLaDA is it "
     "distilled to commit many tokens per step (certainty-forcing), decoded with an entropy threshold.",
     ("GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-1.5", "Zigeng/dParallel-LLaDA-8B-instruct"),
-    "4,096 tokens (prompt and answer)", ("gsm8k", "llada15-gsm8k", "dparallel", "demo", "pure", "gsm8k-fast"),
+    "4,096 tokens (prompt and answer)", ("demo", "gsm8k", "llada15-gsm8k", "dparallel", "pure", "gsm8k-fast"),
     "llada", {"mask": MASK, "eos": EOS, "eot": EOT})
 ILLADA = Family(
     "illada", "iLLaDA", "GSAI-ML's second-generation LLaDA (8B, trained from scratch on 12T tokens, fully "
@@ -63,6 +63,9 @@ DREAM = Family(
     ("dream-gsm8k", "dream-demo", "dream-greedy"), "dream",
     {"mask": "<|mask|>", "eos": "<|endoftext|>", "eot": "<|im_end|>"})
 FAMILIES = {f.name: f for f in (LLADA, ILLADA, DREAM)}
+BY_CHECKPOINT = {hub_id: family for family in FAMILIES.values() for hub_id in family.checkpoints}
+# Checkpoints whose papers decode them otherwise than their family's first preset.
+CHECKPOINT_PRESETS = {"GSAI-ML/LLaDA-1.5": "llada15-gsm8k", "Zigeng/dParallel-LLaDA-8B-instruct": "dparallel"}
 
 # Diffusion LMs whose configs we recognise but do not run (yet), and what to say about them.
 UNSUPPORTED = {

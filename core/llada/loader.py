@@ -84,6 +84,17 @@ def available_locally(name_or_path: str) -> bool:
         return False
 
 
+def family_of(model_id: str) -> families.Family | None:
+    """The diffusion family of a model without loading it: from its config.json when it is here, else from the
+    published checkpoints' hub ids; None for anything else (a causal LM, an unknown model not downloaded)."""
+    if available_locally(model_id):
+        try:
+            return families.detect(read_raw(resolve_model_dir(model_id)))
+        except UserError:
+            return None
+    return families.BY_CHECKPOINT.get(model_id)
+
+
 def read_config(model_dir: Path) -> LLaDAConfig:
     raw, family = read_family(model_dir)
     return model_config(model_dir, raw, family)

@@ -156,6 +156,8 @@ class Plan:
             values = {**params.to_dict(), "gen_length": int(self.gen_length[task])}
             if values["steps"] > values["gen_length"]:
                 values["steps"] = values["gen_length"]
+            if params.mode == "dream":  # one canvas, no blocks
+                values["block_length"] = values["gen_length"]
             params = SamplerParams(**values)
             if params.problems():
                 raise UserError(f"gen_length {self.gen_length[task]} for {task}: " + "; ".join(params.problems()))
@@ -170,6 +172,12 @@ class Plan:
         if self.instructions is not None:
             return self.instructions.get(task, "")
         return "" if demo.is_demo(model_id) else datasets.TASK_INSTRUCTIONS.get(task, "")
+
+
+def in_tokens_of(cut: compressors.Compression, count_tokens) -> compressors.Compression:
+    """The compression with its token counts (and so its achieved ratio) in another model's tokens."""
+    return replace(cut, original_tokens=count_tokens(cut.original),
+                   compressed_tokens=count_tokens(cut.compressed))
 
 
 @dataclass(frozen=True)
@@ -319,12 +327,21 @@ class Runner:
             done = self._run_config(config, done, total, started)
         return self.summary()
 
+    @staticmethod
+    def _pool_id(model_id: str) -> str:
+        return demo.DEMO_ID if demo.is_demo(model_id) else model_id
+
     def _run_config(self, config: RunSpec, done: int, total: int, started: float) -> int:
-        generator = self.pool.generator(demo.DEMO_ID if demo.is_demo(config.model) else config.model)
+        generator = self.pool.generator(self._pool_id(config.model))
         run_id = self._run_row(config, generator)
         originals = self._baseline_outputs(config)
+        # Every model reads the same compressed prompts: compressed once, for the plan's first model (its tokens
+        # set the ratio; a compressor that asks a model asks it), and counted again in each model's own tokens.
+        compressing_model = self.plan.models[0]
         compressor = (None if config.compressor == NO_COMPRESSION
-                      else self.pool.compressor(config.compressor, dict(config.compressor_params), config.model))
+                      else self.pool.compressor(config.compressor, dict(config.compressor_params), compressing_model))
+        count_for_ratio = (generator.count_tokens if compressing_model == config.model
+                           else self.pool.generator(self._pool_id(compressing_model)).count_tokens)
         stored = {condition: self._stored(run_id, condition) for condition in config.conditions}
         done += sum(len(texts) for texts in stored.values())
         for start in range(0, len(self.samples), self.plan.batch_size):
@@ -335,7 +352,8 @@ class Runner:
             if self.cancelled():
                 raise Cancelled
             # Compression is deterministic, so a resumed batch recomputes it instead of storing it twice.
-            cuts = ({s.source_id: compressor.compress(s.prompt, config.ratio, generator.count_tokens) for s in batch}
+            cuts = ({s.source_id: in_tokens_of(compressor.compress(s.prompt, config.ratio, count_for_ratio),
+                                               generator.count_tokens) for s in batch}
                     if compressor is not None else {})
             for condition in config.conditions:
                 todo = missing[condition]

@@ -182,12 +182,29 @@ def default_source(model_id: str) -> str:
 
 
 def default_preset(model_id: str) -> str:
-    """The shipped models start on the settings they were measured with; LLaDA checkpoints on the authors' demo setting."""
+    """The shipped models start on the settings they were measured with; published checkpoints on their papers'
+    (LLaDA: the authors' demo setting; LLaDA-1.5, dParallel, iLLaDA and Dream: their GSM8K settings)."""
     from core.generation import demo, smol_diffusion
+    from core.llada import families, loader
 
     if demo.is_demo(model_id):
         return demo.DEMO_PRESET
-    return smol_diffusion.SMOL_PRESET if smol_diffusion.is_smol(model_id) else "demo"
+    if smol_diffusion.is_smol(model_id):
+        return smol_diffusion.SMOL_PRESET
+    if model_id in families.CHECKPOINT_PRESETS:
+        return families.CHECKPOINT_PRESETS[model_id]
+    family = loader.family_of(model_id) if model_id else None
+    return family.presets[0] if family else "demo"
+
+
+def model_family(model_id: str):
+    """The diffusion family of a model id as the pages name it (the shipped models are LLaDAs), or None."""
+    from core.generation import demo, smol_diffusion
+    from core.llada import families, loader
+
+    if demo.is_demo(model_id) or smol_diffusion.is_smol(model_id):
+        return families.LLADA
+    return loader.family_of(model_id) if model_id else None
 
 
 def score_output(task: str, condition: str, text: str, *, gold: str | None, reference: str | None,
