@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fast_sampler import random_8b  # noqa: E402
 from core.generation.generator import run_sampler  # noqa: E402
 from core.llada import families  # noqa: E402
 from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402
@@ -55,16 +56,6 @@ def emit(out: Path | None, **fields) -> None:
             f.write(json.dumps(fields) + "\n")
 
 
-def build(cfg: LLaDAConfig) -> LLaDA:
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LLaDA(cfg).to(torch.bfloat16)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.02)
-    return model.eval()
-
-
 def time_loop(model: LLaDA, params: SamplerParams, batch: int) -> tuple[float, int]:
     cfg = model.cfg
     prompt = torch.randint(0, cfg.vocab_size - 1000, (batch, PROMPT_TOKENS), device="cuda",
@@ -92,7 +83,7 @@ def main() -> None:
     out = Path(args.json) if args.json else None
     emit(out, case="device", gpu=torch.cuda.get_device_name(), torch=torch.__version__)
     for family in args.families.split(","):
-        model = build(SHAPES[family])
+        model = random_8b(SHAPES[family])
         emit(out, case="model", family=family, parameters=model.num_parameters(),
              weights_gib=round(torch.cuda.memory_allocated() / 2**30, 2))
         baseline = None

@@ -49,8 +49,9 @@ def emit(**fields) -> None:
     print(json.dumps(fields), flush=True)
 
 
-def random_8b() -> LLaDA:
-    cfg = LLaDAConfig()
+def random_8b(cfg: LLaDAConfig | None = None) -> LLaDA:
+    """Random bf16 weights on the GPU at LLaDA-8B's shape, or at ``cfg``'s."""
+    cfg = cfg or LLaDAConfig()
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = LLaDA(cfg).to(torch.bfloat16)

@@ -152,22 +152,24 @@ def compare_section() -> None:
     if table.empty:
         st.info(f"Neither experiment has metrics scored against {reference}.")
         return
-    st.caption("B minus A per condition, task and metric, with a 95% bootstrap interval (10,000 resamples). "
-               "Paired by prompt, compressor, ratio and seed where both experiments scored the same ones under "
-               "a condition, otherwise unpaired (the pairing column says which).")
-    st.dataframe(table, width="stretch", hide_index=True)
-    st.download_button("Download comparison (CSV)", csv_text(table, index=False).encode(),
-                       file_name=f"compare-{first}-vs-{second}-{reference}.csv", mime="text/csv")
+    comparison_table(table, "B minus A per condition, task and metric, with a 95% bootstrap interval (10,000 "
+                     "resamples). Paired by prompt, compressor, ratio and seed where both experiments scored the "
+                     "same ones under a condition, otherwise unpaired (the pairing column says which).",
+                     "Download comparison (CSV)", f"compare-{first}-vs-{second}-{reference}.csv")
     comparison_chart(table, first, second)
     degradation = analysis.compare_degradation(*frames, reference=reference)
     if not degradation.empty:
         st.subheader("What compression costs each")
-        st.caption("Per compressed condition: each output's metric minus its own prompt's original output's, then B "
-                   "minus A, paired as above. Two experiments of one plan on two models compare how much each "
-                   "model degrades.")
-        st.dataframe(degradation, width="stretch", hide_index=True)
-        st.download_button("Download degradation comparison (CSV)", csv_text(degradation, index=False).encode(),
-                           file_name=f"degradation-{first}-vs-{second}-{reference}.csv", mime="text/csv")
+        comparison_table(degradation, "Per compressed condition: each output's metric minus its own prompt's original "
+                         "output's, then B minus A, paired as above. Two experiments of one plan on two models "
+                         "compare how much each model degrades.", "Download degradation comparison (CSV)",
+                         f"degradation-{first}-vs-{second}-{reference}.csv")
+
+
+def comparison_table(table, caption: str, label: str, file_name: str) -> None:
+    st.caption(caption)
+    st.dataframe(table, width="stretch", hide_index=True)
+    st.download_button(label, csv_text(table, index=False).encode(), file_name=file_name, mime="text/csv")
 
 
 require_reviewer()

@@ -87,8 +87,8 @@ def model_card(model_id: str) -> None:
         st.markdown(f"**Context:** {family.context}  \n**Published checkpoints:** "
                     + ", ".join(f"`{c}`" for c in family.checkpoints))
         st.markdown("**Presets from its papers:** " + "; ".join(f"`{p}` ({PRESETS[p][0]})" for p in family.presets))
-        st.dataframe(pd.DataFrame({"fast mode": list(family.fast_modes), "for this family": list(
-            family.fast_modes.values())}), width="stretch", hide_index=True)
+        st.markdown("**Fast modes:**\n" + "\n".join(f"- {mode}: {verdict}"
+                                                     for mode, verdict in family.fast_modes.items()))
 
 
 def require_reviewer() -> None:

@@ -319,8 +319,12 @@ def test_history_compares_two_experiments(db_url):
     assert table.loc["original", ["mean_a", "mean_b", "difference"]].tolist() == pytest.approx([0.75, 1.0, 0.25])
     assert table.loc["compressed", ["mean_a", "mean_b", "difference"]].tolist() == pytest.approx([0.25, 0.5, 0.25])
     assert (table["pairing"] == "paired").all()
-    assert [b.label for b in at.get("download_button")] == ["Download comparison (CSV)"]
+    assert [b.label for b in at.get("download_button")] == ["Download comparison (CSV)",
+                                                            "Download degradation comparison (CSV)"]
     assert len(at.get("plotly_chart")) == 1
+    costs = [d.value for d in at.dataframe if "pairing" in d.value][1].set_index("condition")
+    # Each loses two of four answers to compression: A's drops 0, -1, -1, 0; B's 0, 0, -1, -1.
+    assert costs.loc["compressed", ["mean_a", "mean_b", "difference"]].tolist() == pytest.approx([-0.5, -0.5, 0.0])
 
     at.selectbox(key="compare-b").set_value(1).run()
     assert not at.exception

@@ -388,13 +388,21 @@ def compare_experiments(frame_a: pd.DataFrame, frame_b: pd.DataFrame, reference:
     and the interval is somewhat narrow. A condition and task present in one experiment only keep that side's
     mean, with no difference.
     """
+    return _compare(frame_a, frame_b, reference, seed, _scores, with_original=True)
+
+
+def _compare(frame_a: pd.DataFrame, frame_b: pd.DataFrame, reference: str, seed: int, values,
+             with_original: bool) -> pd.DataFrame:
+    """B against A per condition x task x metric, on ``values(frame, condition, task, metric)`` (indexed by
+    PAIR_KEY), as ``compare_experiments`` describes."""
     metrics = _compared_metrics(frame_a, frame_b, reference)
     order = {c: i for i, c in enumerate(CONDITIONS)}
-    groups = sorted(_condition_tasks(frame_a) | _condition_tasks(frame_b), key=lambda g: (order.get(g[0], 99), g))
+    groups = sorted((g for g in _condition_tasks(frame_a) | _condition_tasks(frame_b)
+                     if with_original or g[0] != "original"), key=lambda g: (order.get(g[0], 99), g))
     rows = []
     for condition, task in groups:
         for metric in metrics:
-            a, b = (_scores(f, condition, task, metric) for f in (frame_a, frame_b))
+            a, b = (values(f, condition, task, metric) for f in (frame_a, frame_b))
             if a.empty and b.empty:
                 continue
             rows.append({"condition": condition, "task": task, "metric": metric} | _difference(a, b, seed))
@@ -419,16 +427,5 @@ def compare_degradation(frame_a: pd.DataFrame, frame_b: pd.DataFrame, reference:
     """Experiment B against A on what compression costs: per condition other than the original, each output's
     metric minus its own prompt's original output's, then B - A as in ``compare_experiments`` (paired where both
     scored the same keys). Two experiments of one plan on two models compare how much each model degrades."""
-    metrics = _compared_metrics(frame_a, frame_b, reference)
-    order = {c: i for i, c in enumerate(CONDITIONS)}
-    groups = sorted((g for g in _condition_tasks(frame_a) | _condition_tasks(frame_b) if g[0] != "original"),
-                    key=lambda g: (order.get(g[0], 99), g))
-    rows = []
-    for condition, task in groups:
-        for metric in metrics:
-            a, b = (_drops(f, condition, task, metric) for f in (frame_a, frame_b))
-            if a.empty and b.empty:
-                continue
-            rows.append({"condition": condition, "task": task, "metric": metric} | _difference(a, b, seed))
-    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    return _compare(frame_a, frame_b, reference, seed, _drops, with_original=False)
 
