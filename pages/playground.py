@@ -106,7 +106,7 @@ def model_section() -> tuple[str, str, str]:
     return model.strip(), preset, backbone
 
 
-def llada_parameters(base: SamplerParams, disabled: bool) -> dict:
+def llada_parameters(base: SamplerParams, disabled: bool, modes: tuple[str, ...]) -> dict:
     c = st.columns(4)
     values = dict(
         cfg_scale=float(c[0].number_input("cfg_scale", value=base.cfg_scale, step=0.5, disabled=disabled)),
@@ -114,11 +114,15 @@ def llada_parameters(base: SamplerParams, disabled: bool) -> dict:
         logits_eos_inf=c[2].checkbox("logits_eos_inf", value=base.logits_eos_inf, disabled=disabled),
         confidence_eos_eot_inf=c[3].checkbox("confidence_eos_eot_inf", value=base.confidence_eos_eot_inf,
                                              disabled=disabled))
-    llada_modes = [m for m in MODES if m != "dream"]
+    llada_modes = [m for m in MODES if m in modes]
     c = st.columns(6)
+    values["mode"] = c[0].selectbox(
+        "mode", llada_modes, index=llada_modes.index(base.mode) if base.mode in llada_modes else 0, disabled=disabled,
+        help="'fast' gives the reference's tokens at temperature 0 unless an approximation is on")
+    if "fast" not in modes:
+        c[1].caption("This family decodes with the reference loop only: the fast modes do not apply.")
+        return values
     values.update(
-        mode=c[0].selectbox("mode", llada_modes, index=llada_modes.index(base.mode), disabled=disabled,
-                            help="'fast' gives the reference's tokens at temperature 0 unless an approximation is on"),
         cache=c[1].selectbox("cache (approximate)", CACHES, index=CACHES.index(base.cache), disabled=disabled),
         threshold=float(c[2].number_input("threshold (approximate)", value=base.threshold, min_value=0.0,
                                           max_value=0.999, step=0.05, disabled=disabled,
@@ -169,7 +173,8 @@ def sampler_section(model: str, preset: str) -> dict | None:
         else:
             values["block_length"] = int(c[2].number_input("block_length", value=base.block_length, step=8,
                                                            disabled=disabled))
-            values.update(llada_parameters(base, disabled))
+            family = model_family(model)
+            values.update(llada_parameters(base, disabled, family.modes if family else ("reference", "fast")))
         if preset == "custom":
             sampler = values
     chosen = SamplerParams(**sampler) if sampler else base

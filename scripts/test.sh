@@ -8,5 +8,4 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
 export HF_HUB_OFFLINE=1
-# One test process per core (pytest-xdist); `-n 0` runs them in this one.
-exec .venv/bin/python -m pytest -n auto "$@"
+exec .venv/bin/python -m pytest "$@"

@@ -109,6 +109,14 @@ def tiny_plan():
     return make
 
 
+@pytest.fixture(scope="session")
+def model_pool():
+    """One model pool for the modules that share models: the packaged SmolLM2 control takes long to load."""
+    from core.pipeline.service import ModelPool
+
+    return ModelPool("cpu")
+
+
 @pytest.fixture
 def app_navigation(monkeypatch):
     """AppTest of app.py with its st.navigation in charge on every run, as scripts/serve.py has it on the real

@@ -77,3 +77,46 @@ def illada_checkpoint(out_dir: Path, seed: int = 0, **changes) -> Path:
            "tie_word_embeddings": True, "attention_bias": False, "mlp_bias": False, "hidden_act": "silu",
            "mask_token_id": 5, "bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2} | changes
     return write(out_dir, raw, families.ILLADA, tok, seed)
+
+
+# LLaDA-MoE's template as dInfer builds its prompts (Ling style).
+LING_TEMPLATE = (
+    "<role>SYSTEM</role>detailed thinking off<|role_end|>{% for message in messages %}"
+    "<role>{{ 'HUMAN' if message['role'] == 'user' else message['role'] | upper }}</role>{{ message['content'] }}"
+    "<|role_end|>{% endfor %}{% if add_generation_prompt %}<role>ASSISTANT</role>{% endif %}")
+
+
+def llada_moe_checkpoint(out_dir: Path, seed: int = 0, **changes) -> Path:
+    """LLaDA-MoE's layout at a tiny shape: separate q/k/v/o with per-head q/k norms, a softmax router and one tensor
+    per expert matrix."""
+    import torch
+
+    from core.llada.moe import MoELLaDA
+
+    tok = tokenizer(["<|startoftext|>", "<|endoftext|>", "<|mask|>", "<|role_end|>"], LING_TEMPLATE,
+                    bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                    mask_token="<|mask|>", additional_special_tokens=["<|role_end|>"])
+    vocab = tok.get_vocab()
+    raw = {"architectures": ["LLaDAMoEModelLM"], "model_type": "llada", "hidden_size": 32, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": len(tok), "num_experts": 8,
+           "num_experts_per_tok": 2, "expert_intermediate_size": 16, "dense_intermediate_size": 64,
+           "moe_layer_freq": [1, 1], "shared_expert_intermediate_size": None, "rope_theta": 50000.0,
+           "rms_norm_eps": 1e-5, "max_position_embeddings": 8192, "partial_rotary_factor": 1, "qk_layernorm": True,
+           "attention_bias": False, "tie_word_embeddings": False, "norm_topk_prob": False,
+           "moe_router_enable_expert_bias": False, "eos_token_id": vocab["<|endoftext|>"],
+           "pad_token_id": vocab["<|endoftext|>"]} | changes
+    model = MoELLaDA(families.moe_config(raw, families.LLADA_MOE))
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        value = (torch.ones(tensor.shape) if name.endswith("norm.weight")
+                 else torch.randn(tensor.shape, generator=generator) * 0.2)
+        how, names = families.mixture_sources([name], model.cfg.n_experts, "llada-moe")[name]
+        pieces = [value] if how == "one" else value.unbind(0) if how == "stack" else value.split(
+            [model.cfg.n_heads * model.cfg.head_dim] + [model.cfg.n_kv_heads * model.cfg.head_dim] * 2)
+        state.update({stored: piece.contiguous() for stored, piece in zip(names, pieces)})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(json.dumps(raw, indent=2))
+    tok.save_pretrained(str(out_dir))
+    return out_dir

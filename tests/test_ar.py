@@ -5,14 +5,14 @@ import pytest
 from core.errors import UserError
 from core.generation.ar import PACKAGED_SMOLLM2, ARGenerator, is_autoregressive
 from core.llada.sampler import SamplerParams
-from core.pipeline.service import CompareRequest, ModelPool, compare
+from core.pipeline.service import CompareRequest, compare
 
 SHORT = SamplerParams(gen_length=24, steps=24, block_length=24)
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return ModelPool("cpu")
+def engine(model_pool):
+    return model_pool
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,8 @@ def illada_dir(tmp_path_factory):
     ({"model_type": "llada", "architectures": ["LLaDAModelLM"], "d_model": 8}, "llada"),
     ({"model_type": "Dream", "architectures": ["DreamModel"]}, "dream"),
     ({"model_type": "illada", "architectures": ["ILLaDAForCausalLM"]}, "illada"),
+    ({"model_type": "llada", "architectures": ["LLaDAMoEModelLM"], "hidden_size": 2048}, "llada-moe"),
+    ({"model_type": "llada", "num_experts": 64, "hidden_size": 2048}, "llada-moe"),
     ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, None),
 ])
 def test_the_family_comes_from_config_json(raw, family):
@@ -40,9 +42,8 @@ def test_the_family_comes_from_config_json(raw, family):
 
 
 @pytest.mark.parametrize("raw, named", [
-    ({"model_type": "llada", "architectures": ["LLaDAMoEModelLM"], "hidden_size": 2048}, "LLaDA-MoE"),
-    ({"model_type": "llada", "num_experts": 64, "hidden_size": 2048}, "LLaDA-MoE"),
     ({"model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"]}, "LLaDA 2.x"),
+    ({"model_type": "mmada", "architectures": ["MMadaModelLM"]}, "MMaDA"),
 ])
 def test_a_diffusion_family_we_do_not_run_is_named_with_those_we_do(tmp_path, raw, named):
     (tmp_path / "config.json").write_text(json.dumps(raw))
@@ -51,7 +52,8 @@ def test_a_diffusion_family_we_do_not_run_is_named_with_those_we_do(tmp_path, ra
         load_llada(tmp_path, "cpu")
     message = str(refused.value)
     assert named in message and "does not run" in message
-    assert all(name in message for name in ("LLaDA-8B-Instruct", "LLaDA-1.5", "dParallel-LLaDA", "iLLaDA", "Dream"))
+    assert all(name in message for name in ("LLaDA-8B-Instruct", "LLaDA-1.5", "dParallel-LLaDA", "iLLaDA", "Dream",
+                                            "LLaDA-MoE"))
     assert "pip install" not in message
 
 
@@ -168,7 +170,7 @@ def test_every_preset_is_valid_and_the_published_ones_say_what_their_papers_used
     assert (dream_gsm8k.alg, dream_gsm8k.temperature, dream_gsm8k.top_p, dream_gsm8k.steps) == (
         "entropy", 0.1, 0.9, 256)
     assert all(PRESETS[p][1].mode == "dream" for p in families.DREAM.presets)
-    assert all(PRESETS[p][1].mode != "dream" for f in (families.LLADA, families.ILLADA) for p in f.presets)
+    assert all(PRESETS[p][1].mode in f.modes for f in families.FAMILIES.values() for p in f.presets)
 
 
 @pytest.mark.parametrize("params, message", [

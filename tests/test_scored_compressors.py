@@ -6,15 +6,14 @@ import torch
 from core.errors import UserError
 from core.generation.ar import PACKAGED_SMOLLM2
 from core.pipeline.compressors import REGISTRY, get_compressor
-from core.pipeline.service import ModelPool
 
 TEXT = ("A baker made 48 muffins in the morning and 36 more in the afternoon. She sold 52 of them at the market "
         "and gave 9 to her neighbours. How many muffins does she have left at the end of the day?")
 
 
 @pytest.fixture(scope="module")
-def pool():
-    return ModelPool("cpu")
+def pool(model_pool):
+    return model_pool
 
 
 def test_recoverability_restated_from_the_model(pool, tiny_checkpoint):

@@ -155,7 +155,7 @@ class LLaDAGenerator:
         self.eot_id = token_id("eot", self.eos_id if cfg.eot_token_id is None else cfg.eot_token_id)
         self.info = ModelInfo(
             model_id=model_id, local_path=str(model_dir), kind=self.family.name, device=str(self.device),
-            dtype=str(self.model.model.transformer.wte.weight.dtype).removeprefix("torch."),
+            dtype=str(next(self.model.parameters()).dtype).removeprefix("torch."),
             parameters=self.model.num_parameters(), max_length=cfg.max_sequence_length,
             revision=hub_revision(model_dir),
         )
@@ -177,11 +177,10 @@ class LLaDAGenerator:
         check_lengths([self.prompt_length(p) for p in prompts], params.gen_length, self.info.max_length)
 
     def check_sampler(self, params: sampler.SamplerParams) -> None:
-        """Dream decodes with its own sampler, the LLaDA families with LLaDA's."""
-        if (self.family.sampler == "dream") != (params.mode == "dream"):
-            wanted = ("its own sampler: a dream-* preset (mode 'dream')" if self.family.sampler == "dream"
-                      else "LLaDA's sampler (mode reference or fast), not Dream's")
-            raise UserError(f"{self.info.model_id} is a {self.family.title} model; it decodes with {wanted}")
+        """Each family decodes with the loops its papers use (Dream its own; LLaDA-MoE LLaDA's reference)."""
+        if params.mode not in self.family.modes:
+            raise UserError(f"{self.info.model_id} is a {self.family.title} model; it decodes with "
+                            f"{self.family.decodes_with}")
 
     def generate(self, prompts: list[str], params: sampler.SamplerParams, seed: int,
                  on_step: StepCallback | None = None) -> list[Generation]:

@@ -8,6 +8,7 @@ special tokens it uses, which sampler it was published with and which fast modes
 - iLLaDA (iLLaDA-8B-Instruct): Llama key names, grouped-query attention, a tied head, mask id 5.
 - Dream (Dream-v0-Instruct-7B): Qwen2 key names with q/k/v biases, shifted prediction (the state at
   position i predicts token i + 1), its own chat template and its own sampler (core.llada.dream).
+- LLaDA-MoE (LLaDA-MoE-7B-A1B): the mixture-of-experts LLaDA, in its own model class (core.llada.moe).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from core.errors import UserError
 from core.llada.model import LLaDAConfig
+from core.llada.moe import MoEConfig
 from core.llada.tokenizer import EOS, EOT, MASK
 
 
@@ -28,19 +30,19 @@ class Family:
     checkpoints: tuple[str, ...]  # hub ids of the family's published checkpoints
     context: str
     presets: tuple[str, ...]  # sampler presets that match its papers, the first the default
-    sampler: str  # "llada": the block sampler and its fast modes; "dream": Dream's own loop
+    modes: tuple[str, ...]  # the sampler modes it decodes with (core.llada.sampler.MODES)
+    decodes_with: str  # the same, in words, for the message that refuses another
     # Token strings looked up in the tokenizer first; the config's ids where a name is absent.
     token_names: dict[str, str] = field(default_factory=dict)
+    architecture: str = "dense"  # "dense": core.llada.model; "moe": core.llada.moe
+    no_fast: str = ""  # why LLaDA's fast modes do not apply, where they do not
 
     @property
     def fast_modes(self) -> dict[str, str]:
         """Each fast mode of the LLaDA sampler, and whether it applies to this family, in words."""
-        if self.sampler == "llada":
-            return {mode: "applies" for mode in ("exact fast loop", "prefix cache", "dual cache", "threshold",
-                                                 "entropy threshold (dParallel)", "EOS early stop", "window")}
-        reason = "does not apply: Dream decodes with its own sampler (no blocks, so no block caches)"
-        return {mode: reason for mode in ("exact fast loop", "prefix cache", "dual cache", "threshold",
-                                          "entropy threshold (dParallel)", "EOS early stop", "window")}
+        verdict = "applies" if "fast" in self.modes else f"does not apply: {self.no_fast}"
+        return {mode: verdict for mode in ("exact fast loop", "prefix cache", "dual cache", "threshold",
+                                           "entropy threshold (dParallel)", "EOS early stop", "window")}
 
 
 LLADA = Family(
@@ -49,33 +51,42 @@ LLADA = Family(
     "distilled to commit many tokens per step (certainty-forcing), decoded with an entropy threshold.",
     ("GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-1.5", "Zigeng/dParallel-LLaDA-8B-instruct"),
     "4,096 tokens (prompt and answer)", ("demo", "gsm8k", "llada15-gsm8k", "dparallel", "pure", "gsm8k-fast"),
-    "llada", {"mask": MASK, "eos": EOS, "eot": EOT})
+    ("reference", "fast"), "LLaDA's sampler (mode reference or fast), not Dream's", {"mask": MASK, "eos": EOS,
+                                                                                     "eot": EOT})
 ILLADA = Family(
     "illada", "iLLaDA", "GSAI-ML's second-generation LLaDA (8B, trained from scratch on 12T tokens, fully "
     "bidirectional): Llama key names, grouped-query attention, a tied output head, mask token id 5. "
     "It decodes with LLaDA's sampler.",
-    ("GSAI-ML/iLLaDA-8B-Instruct",), "8,192 tokens", ("illada-gsm8k", "gsm8k", "gsm8k-fast"), "llada")
+    ("GSAI-ML/iLLaDA-8B-Instruct",), "8,192 tokens", ("illada-gsm8k", "gsm8k", "gsm8k-fast"), ("reference", "fast"),
+    "LLaDA's sampler (mode reference or fast), not Dream's")
 DREAM = Family(
     "dream", "Dream", "HKU NLP's Dream-v0 (7B), initialised from Qwen2.5-7B and trained as a masked diffusion "
     "LM with shifted prediction: the state at position i predicts token i + 1. It decodes with its own sampler: "
     "timesteps from 1 to eps, a share of the masks unmasked per step, by one of four orderings.",
     ("Dream-org/Dream-v0-Instruct-7B",), "2,048 tokens (prompt and answer, as its authors say)",
-    ("dream-gsm8k", "dream-demo", "dream-greedy"), "dream",
-    {"mask": "<|mask|>", "eos": "<|endoftext|>", "eot": "<|im_end|>"})
-FAMILIES = {f.name: f for f in (LLADA, ILLADA, DREAM)}
+    ("dream-gsm8k", "dream-demo", "dream-greedy"), ("dream",), "its own sampler: a dream-* preset (mode 'dream')",
+    {"mask": "<|mask|>", "eos": "<|endoftext|>", "eot": "<|im_end|>"},
+    no_fast="Dream decodes with its own sampler (no blocks, so no block caches)")
+LLADA_MOE = Family(
+    "llada-moe", "LLaDA-MoE", "inclusionAI's mixture-of-experts LLaDA (7B in all, 1.4B active: 16 layers of 64 "
+    "experts, 8 for each token, chosen by a softmax router), trained from scratch on 20T tokens; per-head "
+    "query/key RMSNorm, fully bidirectional. It decodes with LLaDA's reference sampler.",
+    ("inclusionAI/LLaDA-MoE-7B-A1B-Instruct",), "8,192 tokens", ("llada-moe",), ("reference",),
+    "LLaDA's reference sampler (mode reference)", {"mask": "<|mask|>", "eos": "<|endoftext|>", "eot": "<|role_end|>"},
+    architecture="moe", no_fast="the fast loop is written for the dense model's layers")
+FAMILIES = {f.name: f for f in (LLADA, ILLADA, DREAM, LLADA_MOE)}
 BY_CHECKPOINT = {hub_id: family for family in FAMILIES.values() for hub_id in family.checkpoints}
 # Checkpoints whose papers decode them otherwise than their family's first preset.
 CHECKPOINT_PRESETS = {"GSAI-ML/LLaDA-1.5": "llada15-gsm8k", "Zigeng/dParallel-LLaDA-8B-instruct": "dparallel"}
 
 # Diffusion LMs whose configs we recognise but do not run (yet), and what to say about them.
 UNSUPPORTED = {
-    "llada-moe": "LLaDA-MoE (inclusionAI's mixture-of-experts LLaDA)",
     "llada2_moe": "LLaDA 2.x (inclusionAI's block-diffusion mixture-of-experts LLaDA)",
     "mmada": "MMaDA (a multimodal diffusion model)",
 }
-SUPPORTED_TEXT = ("CompressLens runs the dense diffusion families LLaDA (LLaDA-8B-Instruct, LLaDA-1.5, "
-                  "dParallel-LLaDA), iLLaDA (iLLaDA-8B-Instruct) and Dream (Dream-v0-Instruct-7B), and any causal "
-                  "LM as the autoregressive control")
+SUPPORTED_TEXT = ("CompressLens runs the diffusion families LLaDA (LLaDA-8B-Instruct, LLaDA-1.5, dParallel-LLaDA), "
+                  "iLLaDA (iLLaDA-8B-Instruct), Dream (Dream-v0-Instruct-7B) and LLaDA-MoE (LLaDA-MoE-7B-A1B), "
+                  "and any causal LM as the autoregressive control")
 
 # This project's tensor names -> the Llama/Qwen2 checkpoint layout's (iLLaDA, Dream).
 _LLAMA_TOP = {"model.transformer.wte.weight": "model.embed_tokens.weight",
@@ -95,15 +106,20 @@ def _architectures(raw: dict) -> list[str]:
     return [str(a) for a in raw.get("architectures") or []]
 
 
+def is_llada_moe(raw: dict) -> bool:
+    """LLaDA-MoE says model_type "llada" like the dense model; its architecture and experts give it away."""
+    architectures = " ".join(_architectures(raw)).lower()
+    if "llada2" in architectures:
+        return False
+    return ("llada" in architectures and "moe" in architectures) or (
+        str(raw.get("model_type", "")).lower() in ("llada", "lladamoe")
+        and any(k in raw for k in ("num_experts", "moe_layer_freq", "expert_intermediate_size")))
+
+
 def unsupported_family(raw: dict) -> str | None:
     """The name of a diffusion family we recognise and do not run, or None."""
     model_type = str(raw.get("model_type", "")).lower()
     architectures = " ".join(_architectures(raw)).lower()
-    # LLaDA-MoE says model_type "llada" like the dense model; its experts give it away.
-    if "moe" in architectures and "llada2" not in architectures and "llada" in (model_type + architectures):
-        return UNSUPPORTED["llada-moe"]
-    if model_type == "llada" and any(k in raw for k in ("num_experts", "moe_layer_freq", "expert_intermediate_size")):
-        return UNSUPPORTED["llada-moe"]
     if model_type == "llada2_moe" or "llada2" in architectures:
         return UNSUPPORTED["llada2_moe"]
     if model_type == "mmada" or "mmada" in architectures:
@@ -120,6 +136,8 @@ def detect(raw: dict) -> Family | None:
         raise UserError(f"This checkpoint is {unsupported}, which CompressLens does not run. {SUPPORTED_TEXT}.")
     model_type = str(raw.get("model_type", "")).lower()
     architectures = _architectures(raw)
+    if is_llada_moe(raw):
+        return LLADA_MOE
     if model_type == "llada":
         return LLADA
     if model_type == "dream" or "DreamModel" in architectures:
@@ -178,3 +196,57 @@ def checkpoint_names(model_names, family: Family) -> dict[str, str]:
         block = re.fullmatch(r"model\.transformer\.blocks\.(\d+)\.(.+)", name)
         names[name] = f"model.layers.{block[1]}.{_LLAMA_BLOCK[block[2]]}" if block else _LLAMA_TOP[name]
     return names
+
+
+def moe_config(raw: dict, family: Family) -> MoEConfig:
+    """The mixture-of-experts model's config from LLaDA-MoE's config.json fields; what the class does not
+    implement (a dense layer, shared experts, an expert bias, clipped q/k/v) is refused with a message."""
+    _need(raw, ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size", "num_experts",
+                "num_experts_per_tok", "expert_intermediate_size"), family)
+    if raw.get("shared_expert_intermediate_size") or raw.get("moe_router_enable_expert_bias") \
+            or raw.get("clip_qkv") is not None or raw.get("qk_layernorm") is False \
+            or any(not flag for flag in raw.get("moe_layer_freq") or []):
+        raise UserError(f"This {family.title} config asks for a layer this model class does not have (a dense layer, "
+                        "a shared expert, an expert bias, clipped q/k/v or no q/k norm); a newer release?")
+    heads = raw["num_attention_heads"]
+    head_dim = raw["hidden_size"] // heads
+    partial = raw.get("partial_rotary_factor")
+    return MoEConfig.from_dict(dict(
+        d_model=raw["hidden_size"], n_heads=heads, n_kv_heads=raw.get("num_key_value_heads") or heads,
+        head_dim=head_dim, n_layers=raw["num_hidden_layers"], vocab_size=raw["vocab_size"],
+        max_sequence_length=raw.get("max_position_embeddings", 8192), rope_theta=raw.get("rope_theta", 50000.0),
+        rotary_dim=int(head_dim * partial) if partial and partial > 0 else head_dim,
+        rms_norm_eps=raw.get("rms_norm_eps", 1e-5), n_experts=raw["num_experts"], top_k=raw["num_experts_per_tok"],
+        expert_hidden=raw["expert_intermediate_size"], router="softmax",
+        eos_token_id=_first(raw.get("eos_token_id")), pad_token_id=_first(raw.get("pad_token_id"))))
+
+
+_MOE_LAYER = {"attn_norm.weight": "input_layernorm.weight", "mlp_norm.weight": "post_attention_layernorm.weight",
+              "attn.q_norm.weight": "self_attn.q_norm.weight", "attn.k_norm.weight": "self_attn.k_norm.weight",
+              "attn.out.weight": "self_attn.o_proj.weight", "mlp.router": "mlp.gate.weight"}
+_MOE_EXPERTS = {"mlp.gate": "gate_proj", "mlp.up": "up_proj", "mlp.down": "down_proj"}
+_MOE_TOP = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+            "head.weight": "lm_head.weight"}
+# Where each family keeps the mixture-of-experts model's tensors: at the top, and per layer.
+LAYOUTS = {"llada-moe": (_MOE_TOP, _MOE_LAYER)}
+
+
+def mixture_sources(model_names, n_experts: int, layout: str) -> dict[str, tuple[str, list[str]]]:
+    """Each of the mixture-of-experts model's tensors -> how a checkpoint of ``layout`` makes it: ("one", [name]);
+    ("cat", names): q, k and v fused along the rows (LLaDA-MoE keeps them apart); ("stack", names): one matrix
+    of every expert, in expert order."""
+    top, per_layer = LAYOUTS[layout]
+    sources = {}
+    for name in model_names:
+        if name in top:
+            sources[name] = ("one", [top[name]])
+            continue
+        layer, rest = re.fullmatch(r"layers\.(\d+)\.(.+)", name).groups()
+        prefix = f"model.layers.{layer}."
+        if rest in per_layer:
+            sources[name] = ("one", [prefix + per_layer[rest]])
+        elif rest == "attn.qkv.weight":
+            sources[name] = ("cat", [f"{prefix}self_attn.{p}_proj.weight" for p in "qkv"])
+        else:
+            sources[name] = ("stack", [f"{prefix}mlp.experts.{e}.{_MOE_EXPERTS[rest]}.weight" for e in range(n_experts)])
+    return sources

@@ -16,6 +16,7 @@ import torch
 from core.errors import UserError
 from core.llada import families
 from core.llada.model import LLaDA, LLaDAConfig
+from core.llada.moe import MoELLaDA
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -181,6 +182,8 @@ def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     raw, family = read_family(model_dir)
+    if family.architecture == "moe":
+        return load_moe(model_dir, raw, family, device, dtype)
     cfg = model_config(model_dir, raw, family)
     with torch.device("meta"):
         model = LLaDA(cfg)
@@ -222,6 +225,49 @@ def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
                     state[name] = f.get_tensor(stored).to(device=device, dtype=dtype)
                 except Exception as exc:
                     raise CheckpointError(f"Could not read {stored} from {path}: {exc}") from exc
+    model.load_state_dict(state, assign=True)
+    return model.eval()
+
+
+def load_moe(model_dir: Path, raw: dict, family: families.Family, device: torch.device,
+             dtype: torch.dtype) -> MoELLaDA:
+    """A mixture-of-experts checkpoint, each tensor read straight to the device in ``dtype``: q, k and v fused, the
+    experts stacked, every shape checked against the config first."""
+    try:
+        cfg = families.moe_config(raw, family)
+    except UserError as exc:
+        raise CheckpointError(f"{model_dir / 'config.json'}: {exc}") from None
+    with torch.device("meta"):
+        model = MoELLaDA(cfg)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    sources = families.mixture_sources(expected, cfg.n_experts, family.name)
+    files = shard_files(model_dir)
+    wanted = {name for _, names in sources.values() for name in names}
+    missing, unexpected = sorted(wanted - set(files)), sorted(set(files) - wanted)
+    if missing or unexpected:
+        lines = [f"Checkpoint {model_dir} does not match the {family.title} config it ships:"]
+        for what, names in (("missing", missing), ("unexpected", unexpected)):
+            if names:
+                lines.append(f"  {what} {len(names)} tensor(s): {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+        raise CheckpointError("\n".join(lines))
+    load_device = str(device) if device.type == "cuda" else "cpu"
+    handles: dict[Path, object] = {}
+    state = {}
+    try:
+        for name, (how, names) in sources.items():
+            parts = []
+            for stored in names:
+                handle = handles.get(files[stored]) or handles.setdefault(
+                    files[stored], _open_safetensors(files[stored], load_device).__enter__())
+                parts.append(handle.get_tensor(stored).to(device=device, dtype=dtype))
+            tensor = parts[0] if how == "one" else torch.cat(parts) if how == "cat" else torch.stack(parts)
+            if tuple(tensor.shape) != expected[name]:
+                raise CheckpointError(f"Checkpoint tensor(s) {', '.join(names[:3])} make {name} of shape "
+                                      f"{tuple(tensor.shape)}; the config needs {expected[name]}")
+            state[name] = tensor
+    finally:
+        for handle in handles.values():
+            handle.__exit__(None, None, None)
     model.load_state_dict(state, assign=True)
     return model.eval()
 

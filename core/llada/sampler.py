@@ -175,6 +175,8 @@ PRESETS: dict[str, tuple[str, SamplerParams]] = {
     "dream-demo": ("Dream demo, authors (entropy, temperature 0.2, top-p 0.95)",
                    SamplerParams(gen_length=512, steps=512, block_length=512, mode="dream", alg="entropy",
                                  temperature=0.2, top_p=0.95)),
+    "llada-moe": ("LLaDA-MoE, authors (gen 128, block 32, reference)",
+                  SamplerParams(gen_length=128, steps=128, block_length=32)),
     "dream-greedy": ("Dream, greedy (entropy, temperature 0: the same tokens every run)",
                      SamplerParams(gen_length=256, steps=256, block_length=256, mode="dream", alg="entropy")),
 }
