@@ -16,7 +16,7 @@ from core.llada.sampler import PRESETS
 from core.pipeline.math_eval import evaluate
 from core.pipeline.service import CompareRequest, default_model, default_preset, default_source
 
-SAMPLE = 24
+SAMPLE = 16
 
 
 def test_generator_is_seeded_and_splits_share_no_instance():

@@ -244,6 +244,7 @@ def test_the_worker_and_page_writes_side_by_side_never_meet_a_locked_database(ti
                 writes += 1
             except Exception as exc:  # any failure at all is what this test looks for
                 errors.append(exc)
+            time.sleep(0.01)  # a page's pace: a loop with no pause would starve the worker thread of the GIL
     finally:
         worker.stop()
     assert errors == [] and writes > 10
