@@ -164,10 +164,10 @@ def test_an_experiment_queued_twice_keeps_one_job(tiny_plan, tiny_checkpoint, db
 @pytest.mark.slow
 def test_study_shape_on_the_demo_model(tmp_path):
     """The 20-prompt study's shape (GSM8K x 2 ratios x the four conditions) end to end on the shipped demo
-    model, on 6 prompts; the 20-prompt run and its wall time are bench/experiment_wall.py's. On SQLite only: the
+    model, on 4 prompts; the 20-prompt run and its wall time are bench/experiment_wall.py's. On SQLite only: the
     shape does not depend on the database, which the other tests here run on both backends."""
     db_url = f"sqlite:///{tmp_path / 'study.db'}"
-    n = 6
+    n = 4
     plan = Plan.from_dict({"name": "gsm8k-study-shape", "source": "gsm8k", "n_prompts": n, "ratios": [1.5, 2.0],
                            "compressors": [{"name": "random", "params": {"seed": 0}}],
                            "models": ["compresslens/math-demo"], "batch_size": n})
