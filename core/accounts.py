@@ -127,17 +127,18 @@ def list_accounts(db_url: str, role: str | None = None) -> list[dict]:
         query = select(Account).order_by(Account.role, Account.name)
         if role is not None:
             query = query.where(Account.role == role)
+        invites: dict[int, list[Invite]] = {}
+        for invite in session.scalars(select(Invite).order_by(Invite.id.desc())):
+            invites.setdefault(invite.account_id, []).append(invite)
         rows = []
         for account in session.scalars(query):
-            invites = session.scalars(select(Invite).where(Invite.account_id == account.id)
-                                      .order_by(Invite.id.desc())).all()
             rows.append({"name": account.name, "role": account.role, "active": account.active,
                          "password": account.password_hash is not None,
                          "created_at": account.created_at.isoformat(sep=" ", timespec="seconds"),
                          "invites": [{"id": i.id, "status": _invite_status(i, now),
                                       "expires_at": i.expires_at.isoformat(sep=" ", timespec="minutes"),
                                       "last_used_at": i.last_used_at.isoformat(sep=" ", timespec="minutes")
-                                      if i.last_used_at else None} for i in invites]})
+                                      if i.last_used_at else None} for i in invites.get(account.id, [])]})
         return rows
 
 

@@ -14,7 +14,7 @@ from core.llada.sampler import PRESETS
 from core.pipeline import compressors, infill
 from core.pipeline.conditions import CONDITIONS, STUDY_CONDITIONS
 from core.pipeline.experiments import Plan, cancel, published_study
-from core.pipeline.service import default_model, default_source
+from core.pipeline.service import default_model, default_source, model_family
 from core.pipeline.worker import submit_experiment
 from db.models import Experiment
 from db.queries import experiment_states
@@ -66,7 +66,7 @@ def plan_section() -> dict:
                                     "to compare families (Dream decodes with its own sampler)")
     form["preset"] = None if preset == "(model default)" else preset
     for model in form["models"]:
-        model_card(model)
+        model_card(model_family(model))
     form["batch_size"] = cols[2].number_input("Batch size", min_value=1, value=16,
                                               help="halved on its own if the GPU runs out of memory")
     if preset in PRESETS and PRESETS[preset][1].approximate:

@@ -88,8 +88,8 @@ def compressor_section() -> tuple[str, float, int, dict]:
     return compressor, ratio, int(seed), params
 
 
-def model_section() -> tuple[str, str, str]:
-    """Model, sampler preset and BERTScore backbone."""
+def model_section() -> tuple[str, object, str, str]:
+    """Model, its diffusion family (None for the AR control), sampler preset and BERTScore backbone."""
     cols = st.columns(3)
     model = cols[0].text_input("Model (a diffusion LM, or a causal LM as the autoregressive control)",
                                value=default_model(),
@@ -102,8 +102,9 @@ def model_section() -> tuple[str, str, str]:
                                format_func=lambda k: PRESETS[k][0] if k in PRESETS else "custom")
     backbones = list(metrics.bertscore_backbones())
     backbone = cols[2].selectbox("BERTScore backbone", backbones, index=backbones.index(metrics.default_backbone()))
-    model_card(model.strip())
-    return model.strip(), preset, backbone
+    family = model_family(model.strip())
+    model_card(family)
+    return model.strip(), family, preset, backbone
 
 
 def llada_parameters(base: SamplerParams, disabled: bool, modes: tuple[str, ...]) -> dict:
@@ -152,11 +153,11 @@ def dream_parameters(base: SamplerParams, disabled: bool) -> dict:
                                     disabled=disabled, help="the last timestep")))
 
 
-def sampler_section(model: str, preset: str) -> dict | None:
+def sampler_section(model: str, family, preset: str) -> dict | None:
     """The sampler's parameters: the preset's, shown read-only, or the user's own under "custom". Dream's own
     sampler shows its own parameters; LLaDA's options that do not apply to it are not offered."""
     base = PRESETS[preset if preset in PRESETS else default_preset(model)][1]
-    dream_loop = base.mode == "dream" if preset != "custom" else model_family(model) is families.DREAM
+    dream_loop = base.mode == "dream" if preset != "custom" else family is families.DREAM
     sampler = None
     with st.expander("Sampler parameters", expanded=preset == "custom"):
         disabled = preset != "custom"
@@ -173,7 +174,6 @@ def sampler_section(model: str, preset: str) -> dict | None:
         else:
             values["block_length"] = int(c[2].number_input("block_length", value=base.block_length, step=8,
                                                            disabled=disabled))
-            family = model_family(model)
             values.update(llada_parameters(base, disabled, family.modes if family else ("reference", "fast")))
         if preset == "custom":
             sampler = values
@@ -238,8 +238,8 @@ state.setdefault("sample", None)
 
 prompt, sample = prompt_section()
 compressor, ratio, seed, compressor_params = compressor_section()
-model, preset, backbone = model_section()
-sampler = sampler_section(model, preset)
+model, family, preset, backbone = model_section()
+sampler = sampler_section(model, family, preset)
 conditions = conditions_section()
 if st.button("Run", type="primary"):
     submit(CompareRequest(**conditions,

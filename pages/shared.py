@@ -72,12 +72,11 @@ def app_url() -> str:
     return f"{parts.scheme}://{parts.netloc}/{(st.get_option('server.baseUrlPath') or '').strip('/')}".rstrip("/")
 
 
-def model_card(model_id: str) -> None:
-    """What the model's family is, its context, the presets that match its papers, and which fast modes apply."""
+def model_card(family) -> None:
+    """What a model's diffusion family is, its context, the presets that match its papers, and which fast modes
+    apply; ``family`` None: a model of no family known here."""
     from core.llada.sampler import PRESETS
-    from core.pipeline.service import model_family
 
-    family = model_family(model_id)
     if family is None:
         st.caption("No diffusion family known for this model (it is not downloaded here, or it is a causal LM, "
                    "which runs as the autoregressive control).")

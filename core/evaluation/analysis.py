@@ -237,11 +237,19 @@ def model_comparison(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def _per_prompt(frame: pd.DataFrame, part: pd.DataFrame, model: str, metric: str, measure: str) -> pd.Series:
     """One model's metric per (seed, source_id) in ``part``; as a degradation, minus its original's."""
-    mine = part[part["model"] == model].dropna(subset=[metric]).set_index(["seed", "source_id"])[metric]
+    mine = part[part["model"] == model].dropna(subset=[metric])
     if measure == "score":
-        return mine
-    original = frame[(frame["condition"] == "original") & (frame["model"] == model)].dropna(subset=[metric])
-    return mine - original.set_index(["seed", "source_id"])[metric].reindex(mine.index)
+        return mine.set_index(["seed", "source_id"])[metric]
+    return _with_drop(frame, mine, metric).set_index(["seed", "source_id"])["drop"]
+
+
+def _with_drop(frame: pd.DataFrame, part: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``part``'s rows that have the metric, with ``drop``: it minus its prompt's original output's (same model
+    and seed)."""
+    key = ["model", "seed", "source_id"]
+    base = frame[frame["condition"] == "original"].dropna(subset=[metric])
+    joined = part.dropna(subset=[metric]).merge(base[key + [metric]], on=key, suffixes=("", "_original"))
+    return joined.assign(drop=joined[metric] - joined[f"{metric}_original"])
 
 
 def seed_variance(frame: pd.DataFrame, metric: str = EM) -> pd.DataFrame:
@@ -414,12 +422,8 @@ def _drops(frame: pd.DataFrame, condition: str, task: str, metric: str) -> pd.Se
     by PAIR_KEY."""
     if frame.empty or metric not in frame:
         return pd.Series(dtype=float)
-    key = ["model", "seed", "source", "source_id"]
-    part = frame[(frame["condition"] == condition) & (frame["task"] == task)].dropna(subset=[metric])
-    base = frame[(frame["condition"] == "original") & (frame["task"] == task)].dropna(subset=[metric])
-    joined = part.merge(base[key + [metric]], on=key, suffixes=("", "_original"))
-    return pd.Series((joined[metric] - joined[f"{metric}_original"]).to_numpy(),
-                     index=pd.MultiIndex.from_frame(joined[PAIR_KEY]))
+    joined = _with_drop(frame, frame[(frame["condition"] == condition) & (frame["task"] == task)], metric)
+    return pd.Series(joined["drop"].to_numpy(), index=pd.MultiIndex.from_frame(joined[PAIR_KEY]))
 
 
 def compare_degradation(frame_a: pd.DataFrame, frame_b: pd.DataFrame, reference: str = "gold",

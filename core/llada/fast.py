@@ -203,9 +203,7 @@ def scheduled(confidence: torch.Tensor, k: torch.Tensor, start: int, width: int)
 
 def confident(confidence: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
     """Every masked position above the threshold, and each row's most confident one whatever it is."""
-    chosen = confidence > threshold
-    best = confidence.argmax(dim=-1, keepdim=True)
-    return chosen.scatter(1, best, masked.any(dim=-1, keepdim=True) | chosen.gather(1, best))
+    return with_the_best(confidence > threshold, confidence.argmax(dim=-1, keepdim=True), masked)
 
 
 def low_entropy(logits: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -214,8 +212,11 @@ def low_entropy(logits: torch.Tensor, masked: torch.Tensor, threshold: float) ->
     p = F.softmax(logits.to(torch.float64), dim=-1)
     entropy = -(p * torch.log(p + 1e-12)).sum(dim=-1)
     entropy = torch.where(masked, entropy, torch.inf)
-    chosen = masked & (entropy <= threshold)
-    best = entropy.argmin(dim=-1, keepdim=True)
+    return with_the_best(masked & (entropy <= threshold), entropy.argmin(dim=-1, keepdim=True), masked)
+
+
+def with_the_best(chosen: torch.Tensor, best: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """``chosen``, with each row's ``best`` position (B, 1) added where the row has a masked position left."""
     return chosen.scatter(1, best, masked.any(dim=-1, keepdim=True) | chosen.gather(1, best))
 
 

@@ -9,6 +9,7 @@ fails with a message, not a traceback from deep inside torch.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -195,25 +196,15 @@ def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
         return model.eval()
     files = shard_files(model_dir)
     names = families.checkpoint_names(expected, family)  # ours -> the checkpoint's
-    wanted = set(names.values())
-    missing = sorted(wanted - set(files))
-    unexpected = sorted(set(files) - wanted - ({families.TIED_HEAD_COPY} if cfg.weight_tying else set()))
-    if missing or unexpected:
-        lines = [f"Checkpoint {model_dir} does not match the {family.title} config it ships:"]
-        if missing:
-            lines.append(f"  missing {len(missing)} tensor(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            lines.append(f"  unexpected {len(unexpected)} tensor(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-        raise CheckpointError("\n".join(lines))
+    check_names(model_dir, family, set(names.values()), set(files) - (
+        {families.TIED_HEAD_COPY} if cfg.weight_tying else set()))
 
     state: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
     for name, stored in names.items():
         by_file.setdefault(files[stored], []).append(name)
-    # safetensors reads straight onto the GPU; CPU tensors are cast as they arrive.
-    load_device = str(device) if device.type == "cuda" else "cpu"
     for path, ours in sorted(by_file.items()):
-        with _open_safetensors(path, load_device) as f:
+        with _open_safetensors(path, read_device(device)) as f:
             for name in ours:
                 stored = names[name]
                 shape = tuple(f.get_slice(stored).get_shape())
@@ -229,6 +220,22 @@ def load_llada(model_dir: Path | str, device: torch.device | str | None = None,
     return model.eval()
 
 
+def read_device(device: torch.device) -> str:
+    """Where safetensors reads to: straight onto the GPU; on a CPU, tensors are cast as they arrive."""
+    return str(device) if device.type == "cuda" else "cpu"
+
+
+def check_names(model_dir: Path, family: families.Family, wanted: set[str], present: set[str]) -> None:
+    """Refuse a checkpoint whose tensor names are not the ones its family's config needs, naming the difference."""
+    missing, unexpected = sorted(wanted - present), sorted(present - wanted)
+    if missing or unexpected:
+        lines = [f"Checkpoint {model_dir} does not match the {family.title} config it ships:"]
+        for what, names in (("missing", missing), ("unexpected", unexpected)):
+            if names:
+                lines.append(f"  {what} {len(names)} tensor(s): {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+        raise CheckpointError("\n".join(lines))
+
+
 def load_moe(model_dir: Path, raw: dict, family: families.Family, device: torch.device,
              dtype: torch.dtype) -> MoELLaDA:
     """A mixture-of-experts checkpoint, each tensor read straight to the device in ``dtype``: q, k and v fused, the
@@ -242,32 +249,18 @@ def load_moe(model_dir: Path, raw: dict, family: families.Family, device: torch.
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     sources = families.mixture_sources(expected, cfg.n_experts, family.name)
     files = shard_files(model_dir)
-    wanted = {name for _, names in sources.values() for name in names}
-    missing, unexpected = sorted(wanted - set(files)), sorted(set(files) - wanted)
-    if missing or unexpected:
-        lines = [f"Checkpoint {model_dir} does not match the {family.title} config it ships:"]
-        for what, names in (("missing", missing), ("unexpected", unexpected)):
-            if names:
-                lines.append(f"  {what} {len(names)} tensor(s): {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
-        raise CheckpointError("\n".join(lines))
-    load_device = str(device) if device.type == "cuda" else "cpu"
-    handles: dict[Path, object] = {}
+    check_names(model_dir, family, {name for _, names in sources.values() for name in names}, set(files))
     state = {}
-    try:
+    with ExitStack() as opened:
+        handles = {path: opened.enter_context(_open_safetensors(path, read_device(device)))
+                   for path in set(files.values())}
         for name, (how, names) in sources.items():
-            parts = []
-            for stored in names:
-                handle = handles.get(files[stored]) or handles.setdefault(
-                    files[stored], _open_safetensors(files[stored], load_device).__enter__())
-                parts.append(handle.get_tensor(stored).to(device=device, dtype=dtype))
+            parts = [handles[files[stored]].get_tensor(stored).to(device=device, dtype=dtype) for stored in names]
             tensor = parts[0] if how == "one" else torch.cat(parts) if how == "cat" else torch.stack(parts)
             if tuple(tensor.shape) != expected[name]:
                 raise CheckpointError(f"Checkpoint tensor(s) {', '.join(names[:3])} make {name} of shape "
                                       f"{tuple(tensor.shape)}; the config needs {expected[name]}")
             state[name] = tensor
-    finally:
-        for handle in handles.values():
-            handle.__exit__(None, None, None)
     model.load_state_dict(state, assign=True)
     return model.eval()
 
