@@ -66,7 +66,7 @@ def plan_section() -> dict:
                                     "to compare families (Dream decodes with its own sampler)")
     form["preset"] = None if preset == "(model default)" else preset
     for model in form["models"]:
-        model_card(model_family(model))
+        model_card(model, model_family(model))
     form["batch_size"] = cols[2].number_input("Batch size", min_value=1, value=16,
                                               help="halved on its own if the GPU runs out of memory")
     if preset in PRESETS and PRESETS[preset][1].approximate:

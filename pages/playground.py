@@ -103,7 +103,7 @@ def model_section() -> tuple[str, object, str, str]:
     backbones = list(metrics.bertscore_backbones())
     backbone = cols[2].selectbox("BERTScore backbone", backbones, index=backbones.index(metrics.default_backbone()))
     family = model_family(model.strip())
-    model_card(family)
+    model_card(model.strip(), family)
     return model.strip(), family, preset, backbone
 
 

@@ -72,11 +72,16 @@ def app_url() -> str:
     return f"{parts.scheme}://{parts.netloc}/{(st.get_option('server.baseUrlPath') or '').strip('/')}".rstrip("/")
 
 
-def model_card(family) -> None:
+def model_card(model_id: str, family) -> None:
     """What a model's diffusion family is, its context, the presets that match its papers, and which fast modes
     apply; ``family`` None: a model of no family known here."""
+    from core.generation import demo, smol_diffusion
     from core.llada.sampler import PRESETS
 
+    if demo.is_demo(model_id) or smol_diffusion.is_smol(model_id):
+        st.caption("One of CompressLens's own small models, in LLaDA's layout: it decodes with LLaDA's sampler, every "
+                   "fast mode applies, and its preset is the one it was measured with.")
+        return
     if family is None:
         st.caption("No diffusion family known for this model (it is not downloaded here, or it is a causal LM, "
                    "which runs as the autoregressive control).")

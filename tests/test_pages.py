@@ -255,6 +255,9 @@ def test_offline_default_is_the_smollm2_diffusion_model_and_the_page_says_so(db_
     at.run()
     model_box = next(t for t in at.text_input if t.label.startswith("Model"))
     assert model_box.value == "compresslens/smollm2-diffusion"
+    # A shipped model is said to be CompressLens's own, not given LLaDA-8B's card.
+    assert not any(e.label.startswith("Model card") for e in at.expander)
+    assert any(c.value.startswith("One of CompressLens's own small models") for c in at.caption)
     assert at.selectbox[0].value == "wordproblems"  # the default source: word problems it never trained on
     at.number_input[0].set_value(6)  # a problem it answers (about one in five)
     next(b for b in at.button if b.label == "Sample").click()
