@@ -153,11 +153,33 @@ def dream_parameters(base: SamplerParams, disabled: bool) -> dict:
                                     disabled=disabled, help="the last timestep")))
 
 
+def block_parameters(base: SamplerParams, disabled: bool) -> dict:
+    c = st.columns(6)
+    editing = c[1].checkbox("editing (LLaDA2.1)", value=base.editing_threshold >= 0, disabled=disabled,
+                            help="LLaDA2.1 may replace an answer token of the current block it has committed")
+    return dict(
+        mode="block",
+        threshold=float(c[0].number_input("threshold", value=base.threshold, min_value=0.0, max_value=0.999,
+                                          step=0.05, disabled=disabled,
+                                          help="commit every mask above it, else the step's count of the best")),
+        editing_threshold=float(c[2].number_input("editing_threshold", value=max(base.editing_threshold, 0.0),
+                                                  min_value=0.0, max_value=0.999, step=0.05,
+                                                  disabled=disabled or not editing)) if editing else -1.0,
+        max_post_steps=int(c[3].number_input("max_post_steps", value=base.max_post_steps, min_value=0, step=1,
+                                             disabled=disabled or not editing)),
+        cache="block" if c[4].checkbox("block cache (exact)", value=base.cache == "block", disabled=disabled,
+                                       help="keeps finished blocks' keys and values: the same tokens, less compute")
+        else "none",
+        early_stop=c[5].checkbox("EOS early stop", value=base.early_stop, disabled=disabled),
+        top_p=base.top_p, top_k=base.top_k)
+
+
 def sampler_section(model: str, family, preset: str) -> dict | None:
     """The sampler's parameters: the preset's, shown read-only, or the user's own under "custom". Dream's own
     sampler shows its own parameters; LLaDA's options that do not apply to it are not offered."""
     base = PRESETS[preset if preset in PRESETS else default_preset(model)][1]
     dream_loop = base.mode == "dream" if preset != "custom" else family is families.DREAM
+    block_loop = base.mode == "block" if preset != "custom" else family is families.LLADA2
     sampler = None
     with st.expander("Sampler parameters", expanded=preset == "custom"):
         disabled = preset != "custom"
@@ -174,6 +196,11 @@ def sampler_section(model: str, family, preset: str) -> dict | None:
         else:
             values["block_length"] = int(c[2].number_input("block_length", value=base.block_length, step=8,
                                                            disabled=disabled))
+        if block_loop:
+            values.update(block_parameters(base, disabled))
+            st.caption("LLaDA 2.x's block sampler: steps are per block; its cache is exact. Guidance, remasking and "
+                       "LLaDA's approximate fast modes do not apply.")
+        elif not dream_loop:
             values.update(llada_parameters(base, disabled, family.modes if family else ("reference", "fast")))
         if preset == "custom":
             sampler = values

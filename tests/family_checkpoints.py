@@ -86,16 +86,40 @@ LING_TEMPLATE = (
     "<|role_end|>{% endfor %}{% if add_generation_prompt %}<role>ASSISTANT</role>{% endif %}")
 
 
-def llada_moe_checkpoint(out_dir: Path, seed: int = 0, **changes) -> Path:
-    """LLaDA-MoE's layout at a tiny shape: separate q/k/v/o with per-head q/k norms, a softmax router and one tensor
-    per expert matrix."""
+def ling_tokenizer():
+    return tokenizer(["<|startoftext|>", "<|endoftext|>", "<|mask|>", "<|role_end|>"], LING_TEMPLATE,
+                     bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                     mask_token="<|mask|>", additional_special_tokens=["<|role_end|>"])
+
+
+def write_mixture(out_dir: Path, raw: dict, family: families.Family, tok, seed: int) -> Path:
+    """The mixture-of-experts model's tensors, seeded, under the family's names and in its layout (q/k/v apart or
+    fused, one tensor per expert matrix, the router's bias in float32)."""
     import torch
 
     from core.llada.moe import MoELLaDA
 
-    tok = tokenizer(["<|startoftext|>", "<|endoftext|>", "<|mask|>", "<|role_end|>"], LING_TEMPLATE,
-                    bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                    mask_token="<|mask|>", additional_special_tokens=["<|role_end|>"])
+    model = MoELLaDA(families.mixture_config(raw, family))
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        value = (torch.ones(tensor.shape) if name.endswith("norm.weight")
+                 else torch.randn(tensor.shape, generator=generator) * (0.05 if name.endswith("expert_bias") else 0.2))
+        how, names = families.mixture_sources([name], model.cfg.n_experts, family.name)[name]
+        pieces = [value] if how == "one" else value.unbind(0) if how == "stack" else value.split(
+            [model.cfg.n_heads * model.cfg.head_dim] + [model.cfg.n_kv_heads * model.cfg.head_dim] * 2)
+        state.update({stored: piece.contiguous() for stored, piece in zip(names, pieces)})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(json.dumps(raw, indent=2))
+    tok.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def llada_moe_checkpoint(out_dir: Path, seed: int = 0, **changes) -> Path:
+    """LLaDA-MoE's layout at a tiny shape: separate q/k/v/o with per-head q/k norms, a softmax router and one tensor
+    per expert matrix."""
+    tok = ling_tokenizer()
     vocab = tok.get_vocab()
     raw = {"architectures": ["LLaDAMoEModelLM"], "model_type": "llada", "hidden_size": 32, "num_hidden_layers": 2,
            "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": len(tok), "num_experts": 8,
@@ -105,18 +129,24 @@ def llada_moe_checkpoint(out_dir: Path, seed: int = 0, **changes) -> Path:
            "attention_bias": False, "tie_word_embeddings": False, "norm_topk_prob": False,
            "moe_router_enable_expert_bias": False, "eos_token_id": vocab["<|endoftext|>"],
            "pad_token_id": vocab["<|endoftext|>"]} | changes
-    model = MoELLaDA(families.moe_config(raw, families.LLADA_MOE))
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, tensor in model.state_dict().items():
-        value = (torch.ones(tensor.shape) if name.endswith("norm.weight")
-                 else torch.randn(tensor.shape, generator=generator) * 0.2)
-        how, names = families.mixture_sources([name], model.cfg.n_experts, "llada-moe")[name]
-        pieces = [value] if how == "one" else value.unbind(0) if how == "stack" else value.split(
-            [model.cfg.n_heads * model.cfg.head_dim] + [model.cfg.n_kv_heads * model.cfg.head_dim] * 2)
-        state.update({stored: piece.contiguous() for stored, piece in zip(names, pieces)})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(raw, indent=2))
-    tok.save_pretrained(str(out_dir))
-    return out_dir
+    return write_mixture(out_dir, raw, families.LLADA_MOE, tok, seed)
+
+
+def llada2_checkpoint(out_dir: Path, seed: int = 0, **changes) -> Path:
+    """LLaDA2.1-mini's config fields and layout at a tiny shape: fused query_key_value, query/key layernorms, a dense
+    first layer, a grouped sigmoid router with its expert bias, a shared expert."""
+    tok = ling_tokenizer()
+    vocab = tok.get_vocab()
+    raw = {"architectures": ["LLaDA2MoeModelLM"], "model_type": "llada2_moe",
+           "auto_map": {"AutoConfig": "configuration_llada2_moe.LLaDA2MoeConfig",
+                        "AutoModelForCausalLM": "modeling_llada2_moe.LLaDA2MoeModelLM"},
+           "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "head_dim": 8, "intermediate_size": 48, "moe_intermediate_size": 16, "num_experts": 8,
+           "num_experts_per_tok": 2, "num_shared_experts": 1, "n_group": 4, "topk_group": 2,
+           "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "partial_rotary_factor": 0.5, "rotary_dim": 4,
+           "rope_theta": 600000, "rope_scaling": None, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
+           "moe_router_enable_expert_bias": True, "norm_topk_prob": True, "score_function": "sigmoid",
+           "router_dtype": "fp32", "hidden_act": "silu", "use_bias": False, "use_qkv_bias": False,
+           "tie_word_embeddings": False, "vocab_size": len(tok), "pad_token_id": vocab["<|endoftext|>"],
+           "use_cache": False} | changes
+    return write_mixture(out_dir, raw, families.LLADA2, tok, seed)

@@ -45,7 +45,8 @@ def test_compare_json_end_to_end(tiny_checkpoint, db_url):
                               "cfg_scale": 0.0, "remasking": "low_confidence", "logits_eos_inf": False,
                               "confidence_eos_eot_inf": False, "mode": "reference", "cache": "none",
                               "threshold": 0.0, "early_stop": False, "window": -1, "entropy_threshold": 0.0,
-                              "alg": "entropy", "alg_temp": 0.0, "top_p": 1.0, "top_k": 0, "eps": 0.001}
+                              "alg": "entropy", "alg_temp": 0.0, "top_p": 1.0, "top_k": 0, "eps": 0.001,
+                              "editing_threshold": -1.0, "max_post_steps": 16}
     assert out["compressor_params"] == {"seed": 0} and out["seed"] == 3
     assert out["model"]["path"] == str(tiny_checkpoint) and out["versions"]["torch"].startswith("2.13")
     assert runs_in(db_url) == 1 and out["run_id"] == 1

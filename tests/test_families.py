@@ -34,6 +34,7 @@ def illada_dir(tmp_path_factory):
     ({"model_type": "illada", "architectures": ["ILLaDAForCausalLM"]}, "illada"),
     ({"model_type": "llada", "architectures": ["LLaDAMoEModelLM"], "hidden_size": 2048}, "llada-moe"),
     ({"model_type": "llada", "num_experts": 64, "hidden_size": 2048}, "llada-moe"),
+    ({"model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"]}, "llada2"),
     ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, None),
 ])
 def test_the_family_comes_from_config_json(raw, family):
@@ -42,7 +43,6 @@ def test_the_family_comes_from_config_json(raw, family):
 
 
 @pytest.mark.parametrize("raw, named", [
-    ({"model_type": "llada2_moe", "architectures": ["LLaDA2MoeModelLM"]}, "LLaDA 2.x"),
     ({"model_type": "mmada", "architectures": ["MMadaModelLM"]}, "MMaDA"),
 ])
 def test_a_diffusion_family_we_do_not_run_is_named_with_those_we_do(tmp_path, raw, named):
@@ -53,7 +53,7 @@ def test_a_diffusion_family_we_do_not_run_is_named_with_those_we_do(tmp_path, ra
     message = str(refused.value)
     assert named in message and "does not run" in message
     assert all(name in message for name in ("LLaDA-8B-Instruct", "LLaDA-1.5", "dParallel-LLaDA", "iLLaDA", "Dream",
-                                            "LLaDA-MoE"))
+                                            "LLaDA-MoE", "LLaDA2.0-mini", "LLaDA2.1-mini"))
     assert "pip install" not in message
 
 

@@ -147,7 +147,7 @@ def test_modes_are_checked_and_labelled():
         "cache, threshold, entropy_threshold, early_stop and window need mode 'fast'"]
     assert "threshold must be in [0, 1)" in SamplerParams(mode="fast", threshold=1.5).problems()
     assert "classifier-free guidance" in SamplerParams(mode="fast", cfg_scale=1.0).problems()[0]
-    assert SamplerParams(mode="turbo").problems() == ["mode must be one of reference, fast, dream"]
+    assert SamplerParams(mode="turbo").problems() == ["mode must be one of reference, fast, dream, block"]
 
 
 def test_out_of_memory_halves_the_batch_goes_on_and_says_so(tiny_checkpoint, monkeypatch):

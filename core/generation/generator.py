@@ -10,7 +10,7 @@ from typing import Callable, Protocol
 import torch
 
 from core.errors import UserError
-from core.llada import dream, fast, loader, sampler
+from core.llada import block_diffusion, dream, fast, loader, sampler
 from core.llada.tokenizer import chat_prompt
 
 StepCallback = Callable[[int, int], None]
@@ -118,6 +118,14 @@ def run_sampler(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None
                                 temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
                                 mask_id=mask_id, rng=rng, on_step=on_step, trace=trace)
         return canvas, trace
+    if params.mode == "block":
+        canvas = block_diffusion.generate(
+            model, prompt, attention_mask, gen_length=params.gen_length, block_length=params.block_length,
+            steps=params.steps, threshold=params.threshold, temperature=params.temperature, top_p=params.top_p,
+            top_k=params.top_k, editing_threshold=params.editing_threshold, max_post_steps=params.max_post_steps,
+            eos_early_stop=params.early_stop, cache=params.cache == "block", mask_id=mask_id, eos_id=eos_id, rng=rng,
+            on_step=on_step, trace=trace)
+        return canvas, trace
     if params.mode == "fast":
         result = fast.generate(model, prompt, attention_mask, cache=params.cache, threshold=params.threshold,
                                early_stop=params.early_stop, window=None if params.window < 0 else params.window,
@@ -174,7 +182,7 @@ class LLaDAGenerator:
 
     def check_fits(self, prompts: list[str], params: sampler.SamplerParams) -> None:
         self.check_sampler(params)
-        check_lengths([self.prompt_length(p) for p in prompts], params.gen_length, self.info.max_length)
+        check_lengths([self.prompt_length(p) for p in prompts], params.canvas_room, self.info.max_length)
 
     def check_sampler(self, params: sampler.SamplerParams) -> None:
         """Each family decodes with the loops its papers use (Dream its own; LLaDA-MoE LLaDA's reference)."""
@@ -189,7 +197,7 @@ class LLaDAGenerator:
             raise UserError("Sampler settings: " + "; ".join(problems))
         self.check_sampler(params)
         encoded = [self.encode_prompt(p) for p in prompts]
-        check_lengths([len(ids) for ids in encoded], params.gen_length, self.info.max_length)
+        check_lengths([len(ids) for ids in encoded], params.canvas_room, self.info.max_length)
         size = min(len(encoded), self.max_batch or len(encoded))
         results, self.max_batch = halving_on_oom(
             encoded, lambda chunk: self._generate(chunk, params, seed, on_step), size, self.notes.append)

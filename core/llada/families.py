@@ -9,6 +9,8 @@ special tokens it uses, which sampler it was published with and which fast modes
 - Dream (Dream-v0-Instruct-7B): Qwen2 key names with q/k/v biases, shifted prediction (the state at
   position i predicts token i + 1), its own chat template and its own sampler (core.llada.dream).
 - LLaDA-MoE (LLaDA-MoE-7B-A1B): the mixture-of-experts LLaDA, in its own model class (core.llada.moe).
+- LLaDA 2.x (LLaDA2.0-mini, LLaDA2.1-mini): the block-diffusion mixture-of-experts LLaDA, in the same class
+  with block-causal attention, decoded by its own sampler (core.llada.block_diffusion).
 """
 
 from __future__ import annotations
@@ -74,18 +76,27 @@ LLADA_MOE = Family(
     ("inclusionAI/LLaDA-MoE-7B-A1B-Instruct",), "8,192 tokens", ("llada-moe",), ("reference",),
     "LLaDA's reference sampler (mode reference)", {"mask": "<|mask|>", "eos": "<|endoftext|>", "eot": "<|role_end|>"},
     architecture="moe", no_fast="the fast loop is written for the dense model's layers")
-FAMILIES = {f.name: f for f in (LLADA, ILLADA, DREAM, LLADA_MOE)}
+LLADA2 = Family(
+    "llada2", "LLaDA 2.x", "inclusionAI's block-diffusion mixture-of-experts LLaDA (16B in all, 1.4B active: 20 "
+    "layers, the first dense, then 256 experts, 8 for each token by a sigmoid router limited to 4 of 8 groups, and "
+    "a shared expert), converted from the autoregressive Ling-mini-2.0. Attention is block-causal: bidirectional "
+    "inside a block of 32, causal across blocks, so finished blocks' keys and values can be kept exactly. It "
+    "decodes with its own block sampler (threshold with a top-k fallback); LLaDA2.1 also edits tokens it has "
+    "committed.", ("inclusionAI/LLaDA2.0-mini", "inclusionAI/LLaDA2.1-mini"), "32,768 tokens",
+    ("llada2", "llada21-quality", "llada21-speed"), ("block",), "its own block sampler: an llada2* preset (mode "
+    "'block')", {"mask": "<|mask|>", "eos": "<|endoftext|>", "eot": "<|role_end|>"}, architecture="moe",
+    no_fast="LLaDA 2.x decodes with its own block sampler, whose block cache is exact")
+FAMILIES = {f.name: f for f in (LLADA, ILLADA, DREAM, LLADA_MOE, LLADA2)}
 BY_CHECKPOINT = {hub_id: family for family in FAMILIES.values() for hub_id in family.checkpoints}
 # Checkpoints whose papers decode them otherwise than their family's first preset.
-CHECKPOINT_PRESETS = {"GSAI-ML/LLaDA-1.5": "llada15-gsm8k", "Zigeng/dParallel-LLaDA-8B-instruct": "dparallel"}
+CHECKPOINT_PRESETS = {"GSAI-ML/LLaDA-1.5": "llada15-gsm8k", "Zigeng/dParallel-LLaDA-8B-instruct": "dparallel",
+                      "inclusionAI/LLaDA2.1-mini": "llada21-quality"}
 
 # Diffusion LMs whose configs we recognise but do not run (yet), and what to say about them.
-UNSUPPORTED = {
-    "llada2_moe": "LLaDA 2.x (inclusionAI's block-diffusion mixture-of-experts LLaDA)",
-    "mmada": "MMaDA (a multimodal diffusion model)",
-}
+UNSUPPORTED = {"mmada": "MMaDA (a multimodal diffusion model)"}
 SUPPORTED_TEXT = ("CompressLens runs the diffusion families LLaDA (LLaDA-8B-Instruct, LLaDA-1.5, dParallel-LLaDA), "
-                  "iLLaDA (iLLaDA-8B-Instruct), Dream (Dream-v0-Instruct-7B) and LLaDA-MoE (LLaDA-MoE-7B-A1B), "
+                  "iLLaDA (iLLaDA-8B-Instruct), Dream (Dream-v0-Instruct-7B), LLaDA-MoE (LLaDA-MoE-7B-A1B) and LLaDA 2.x "
+                  "(LLaDA2.0-mini, LLaDA2.1-mini), "
                   "and any causal LM as the autoregressive control")
 
 # This project's tensor names -> the Llama/Qwen2 checkpoint layout's (iLLaDA, Dream).
@@ -120,8 +131,6 @@ def unsupported_family(raw: dict) -> str | None:
     """The name of a diffusion family we recognise and do not run, or None."""
     model_type = str(raw.get("model_type", "")).lower()
     architectures = " ".join(_architectures(raw)).lower()
-    if model_type == "llada2_moe" or "llada2" in architectures:
-        return UNSUPPORTED["llada2_moe"]
     if model_type == "mmada" or "mmada" in architectures:
         return UNSUPPORTED["mmada"]
     return None
@@ -138,6 +147,8 @@ def detect(raw: dict) -> Family | None:
     architectures = _architectures(raw)
     if is_llada_moe(raw):
         return LLADA_MOE
+    if model_type.startswith("llada2") or any(a.startswith("LLaDA2") for a in architectures):
+        return LLADA2
     if model_type == "llada":
         return LLADA
     if model_type == "dream" or "DreamModel" in architectures:
@@ -221,19 +232,59 @@ def moe_config(raw: dict, family: Family) -> MoEConfig:
         eos_token_id=_first(raw.get("eos_token_id")), pad_token_id=_first(raw.get("pad_token_id"))))
 
 
+def llada2_config(raw: dict, family: Family) -> MoEConfig:
+    """The mixture-of-experts model's config from LLaDA 2.x's config.json fields (blocks of 32, as its authors
+    train and decode it); what the class does not implement is refused with a message."""
+    _need(raw, ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size", "num_experts",
+                "num_experts_per_tok", "moe_intermediate_size", "intermediate_size"), family)
+    if raw.get("use_qkv_bias") or raw.get("use_bias") or raw.get("tie_word_embeddings") \
+            or raw.get("score_function", "sigmoid") != "sigmoid" or raw.get("rope_scaling") \
+            or raw.get("use_qk_norm") is False or raw.get("hidden_act", "silu") != "silu":
+        raise UserError(f"This {family.title} config asks for what this model class does not have (biases, a tied "
+                        "head, a router other than sigmoid, RoPE scaling, no q/k norm); a newer release?")
+    heads = raw["num_attention_heads"]
+    head_dim = raw.get("head_dim") or raw["hidden_size"] // heads
+    return MoEConfig.from_dict(dict(
+        d_model=raw["hidden_size"], n_heads=heads, n_kv_heads=raw.get("num_key_value_heads") or heads,
+        head_dim=head_dim, n_layers=raw["num_hidden_layers"], vocab_size=raw["vocab_size"],
+        max_sequence_length=raw.get("max_position_embeddings", 32768), rope_theta=raw.get("rope_theta", 600000.0),
+        rotary_dim=int(head_dim * raw.get("partial_rotary_factor", 1.0)), rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
+        dense_layers=raw.get("first_k_dense_replace", 0), dense_hidden=raw["intermediate_size"],
+        n_experts=raw["num_experts"], top_k=raw["num_experts_per_tok"], expert_hidden=raw["moe_intermediate_size"],
+        shared_experts=raw.get("num_shared_experts", 0), router="sigmoid_grouped", n_group=raw.get("n_group", 1),
+        topk_group=raw.get("topk_group", 1), routed_scaling=raw.get("routed_scaling_factor", 1.0), block_causal=32,
+        pad_token_id=_first(raw.get("pad_token_id"))))
+
+
+def mixture_config(raw: dict, family: Family) -> MoEConfig:
+    return llada2_config(raw, family) if family is LLADA2 else moe_config(raw, family)
+
+
 _MOE_LAYER = {"attn_norm.weight": "input_layernorm.weight", "mlp_norm.weight": "post_attention_layernorm.weight",
               "attn.q_norm.weight": "self_attn.q_norm.weight", "attn.k_norm.weight": "self_attn.k_norm.weight",
               "attn.out.weight": "self_attn.o_proj.weight", "mlp.router": "mlp.gate.weight"}
 _MOE_EXPERTS = {"mlp.gate": "gate_proj", "mlp.up": "up_proj", "mlp.down": "down_proj"}
 _MOE_TOP = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
             "head.weight": "lm_head.weight"}
+_LLADA2_LAYER = {"attn_norm.weight": "input_layernorm.weight", "mlp_norm.weight": "post_attention_layernorm.weight",
+                 "attn.qkv.weight": "attention.query_key_value.weight",
+                 "attn.q_norm.weight": "attention.query_layernorm.weight",
+                 "attn.k_norm.weight": "attention.key_layernorm.weight", "attn.out.weight": "attention.dense.weight",
+                 "mlp.gate.weight": "mlp.gate_proj.weight", "mlp.up.weight": "mlp.up_proj.weight",
+                 "mlp.down.weight": "mlp.down_proj.weight", "mlp.router": "mlp.gate.weight",
+                 "mlp.expert_bias": "mlp.gate.expert_bias",
+                 "mlp.shared_gate.weight": "mlp.shared_experts.gate_proj.weight",
+                 "mlp.shared_up.weight": "mlp.shared_experts.up_proj.weight",
+                 "mlp.shared_down.weight": "mlp.shared_experts.down_proj.weight"}
+_LLADA2_TOP = {"embed.weight": "model.word_embeddings.weight", "norm.weight": "model.norm.weight",
+               "head.weight": "lm_head.weight"}
 # Where each family keeps the mixture-of-experts model's tensors: at the top, and per layer.
-LAYOUTS = {"llada-moe": (_MOE_TOP, _MOE_LAYER)}
+LAYOUTS = {"llada-moe": (_MOE_TOP, _MOE_LAYER), "llada2": (_LLADA2_TOP, _LLADA2_LAYER)}
 
 
 def mixture_sources(model_names, n_experts: int, layout: str) -> dict[str, tuple[str, list[str]]]:
     """Each of the mixture-of-experts model's tensors -> how a checkpoint of ``layout`` makes it: ("one", [name]);
-    ("cat", names): q, k and v fused along the rows (LLaDA-MoE keeps them apart); ("stack", names): one matrix
+    ("cat", names): q, k and v fused along the rows (LLaDA-MoE keeps them apart, LLaDA 2.x fused); ("stack", names): one matrix
     of every expert, in expert order."""
     top, per_layer = LAYOUTS[layout]
     sources = {}

@@ -241,7 +241,7 @@ def load_moe(model_dir: Path, raw: dict, family: families.Family, device: torch.
     """A mixture-of-experts checkpoint, each tensor read straight to the device in ``dtype``: q, k and v fused, the
     experts stacked, every shape checked against the config first."""
     try:
-        cfg = families.moe_config(raw, family)
+        cfg = families.mixture_config(raw, family)
     except UserError as exc:
         raise CheckpointError(f"{model_dir / 'config.json'}: {exc}") from None
     with torch.device("meta"):
@@ -255,7 +255,9 @@ def load_moe(model_dir: Path, raw: dict, family: families.Family, device: torch.
         handles = {path: opened.enter_context(_open_safetensors(path, read_device(device)))
                    for path in set(files.values())}
         for name, (how, names) in sources.items():
-            parts = [handles[files[stored]].get_tensor(stored).to(device=device, dtype=dtype) for stored in names]
+            # The router's expert bias stays float32, as its authors keep it: a bf16 bias would change which experts win.
+            wanted = torch.float32 if name.endswith("expert_bias") else dtype
+            parts = [handles[files[stored]].get_tensor(stored).to(device=device, dtype=wanted) for stored in names]
             tensor = parts[0] if how == "one" else torch.cat(parts) if how == "cat" else torch.stack(parts)
             if tuple(tensor.shape) != expected[name]:
                 raise CheckpointError(f"Checkpoint tensor(s) {', '.join(names[:3])} make {name} of shape "

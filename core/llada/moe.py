@@ -12,8 +12,9 @@ SwiGLU experts. What differs is switched by the config:
   groups kept; the top k's unbiased scores normalised to sum 1 and scaled by ``routed_scaling``);
 - the first ``dense_layers`` layers are a dense SwiGLU, and ``shared_experts`` add an always-on expert.
 
-Experts run as grouped work: the routed (token, expert) pairs are sorted by expert and each expert
-multiplies its tokens in one matrix product. Weights live stacked per layer, (experts, out, in).
+Experts run as grouped work: the routed (token, expert) pairs are sorted by expert into one padded batch,
+a row per expert, and three batched matrix products run every expert at once. Weights live stacked per layer,
+(experts, out, in).
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ def route(scores_logits: torch.Tensor, cfg: MoEConfig, expert_bias: torch.Tensor
     return weights * cfg.routed_scaling, experts
 
 
+def block_causal_mask(query_positions: torch.Tensor, key_positions: torch.Tensor, key_real: torch.Tensor | None,
+                      block_length: int) -> torch.Tensor:
+    """(B, 1, queries, keys): a key is seen from the query's block and the blocks before it, never from padding."""
+    allowed = (key_positions // block_length)[:, None, :] <= (query_positions // block_length)[:, :, None]
+    if key_real is not None:
+        allowed = allowed & key_real[:, None, :]
+    return allowed[:, None]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: MoEConfig):
         super().__init__()
@@ -103,17 +113,34 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
         self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x, cos, sin, mask):
+    def project(self, x, cos, sin):
+        """q (B, heads, T, hd) and k, v (B, kv heads, T, hd): per-head RMSNorm on q and k, then RoPE."""
         B, T, _ = x.shape
         cfg, hd = self.cfg, self.cfg.head_dim
         q, k, v = self.qkv(x).view(B, T, -1, hd).split([cfg.n_heads, cfg.n_kv_heads, cfg.n_kv_heads], dim=2)
         q, k = rope(self.q_norm(q).transpose(1, 2), cos, sin), rope(self.k_norm(k).transpose(1, 2), cos, sin)
-        v = v.transpose(1, 2)
+        return q, k, v.transpose(1, 2)
+
+    def attend(self, q, k, v, mask):
+        cfg = self.cfg
         if cfg.n_kv_heads != cfg.n_heads:
             k = k.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
             v = v.repeat_interleave(cfg.n_heads // cfg.n_kv_heads, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1 / math.sqrt(hd))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1 / math.sqrt(cfg.head_dim))
+        B, _, T, _ = q.shape
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
+
+    def forward(self, x, cos, sin, mask):
+        return self.attend(*self.project(x, cos, sin), mask)
+
+    def forward_cached(self, x, cos, sin, mask, cache: tuple[torch.Tensor, torch.Tensor], index: torch.Tensor):
+        """Attention of the positions ``index`` (B, T) of a canvas over the whole canvas: their keys and values
+        are written into ``cache`` (the canvas's, (B, kv heads, W, hd) each) first; ``mask`` (B, 1, T, W)."""
+        q, k, v = self.project(x, cos, sin)
+        where = index[:, None, :, None].expand_as(k)
+        cache[0].scatter_(2, where, k.to(cache[0].dtype))
+        cache[1].scatter_(2, where, v.to(cache[1].dtype))
+        return self.attend(q, cache[0], cache[1], mask)
 
 
 class Experts(nn.Module):
@@ -143,16 +170,15 @@ class Experts(nn.Module):
         weights, experts = route(F.linear(tokens.float(), self.router.float()), self.cfg, self.expert_bias)
         flat = experts.flatten()
         order = flat.argsort(stable=True)  # the routed (token, slot) pairs, grouped by expert
-        token_of = order // self.cfg.top_k
-        counts = torch.bincount(flat, minlength=self.cfg.n_experts).tolist()
-        out = torch.zeros(len(order), shape[-1], dtype=torch.float32, device=x.device)
-        start = 0
-        for expert, count in enumerate(counts):
-            if count:
-                rows = slice(start, start + count)
-                out[rows] = swiglu(tokens[token_of[rows]], self.gate[expert], self.up[expert],
-                                   self.down[expert]).float()
-                start += count
+        token_of, expert_of = order // self.cfg.top_k, flat[order]
+        counts = torch.bincount(flat, minlength=self.cfg.n_experts)
+        row = torch.arange(len(order), device=x.device) - (counts.cumsum(0) - counts)[expert_of]
+        # Each expert's tokens in its own row of one padded (experts, most tokens, d) batch: three batched
+        # matrix products for all experts, whatever their number.
+        grouped = tokens.new_zeros(self.cfg.n_experts, int(counts.max()), shape[-1])
+        grouped[expert_of, row] = tokens[token_of]
+        hidden = F.silu(torch.bmm(grouped, self.gate.transpose(1, 2))) * torch.bmm(grouped, self.up.transpose(1, 2))
+        out = torch.bmm(hidden, self.down.transpose(1, 2))[expert_of, row].float()
         combined = torch.zeros(len(tokens), shape[-1], dtype=torch.float32, device=x.device)
         combined.index_add_(0, token_of, out * weights.flatten()[order, None])
         y = combined.to(x.dtype)
@@ -180,8 +206,9 @@ class Layer(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.mlp = DenseMLP(cfg) if dense else Experts(cfg)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
+    def forward(self, x, cos, sin, mask, cache=None, index=None):
+        h = self.attn_norm(x)
+        x = x + (self.attn(h, cos, sin, mask) if cache is None else self.attn.forward_cached(h, cos, sin, mask, cache, index))
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -201,7 +228,7 @@ class MoELLaDA(nn.Module):
     def device(self) -> torch.device:
         return self.embed.weight.device
 
-    def positions_and_mask(self, attention_mask: torch.Tensor | None, B: int, T: int):
+    def positions_and_mask(self, attention_mask: torch.Tensor | None, B: int, T: int, block_length: int | None = None):
         """Each row's positions (counted from its first real token) and the attention mask (B, 1, T, T) or None:
         padding hidden, and with block-causal attention, later blocks hidden from earlier ones."""
         if attention_mask is None:
@@ -210,13 +237,10 @@ class MoELLaDA(nn.Module):
         else:
             real = attention_mask.bool()
             positions = (real.long().cumsum(-1) - 1).clamp(min=0)
-        if not self.cfg.block_causal:
+        block_length = block_length or self.cfg.block_causal
+        if not block_length:
             return positions, None if real is None else real[:, None, None, :]
-        block = positions // self.cfg.block_causal
-        allowed = block[:, None, :] <= block[:, :, None]  # (B, query, key)
-        if real is not None:
-            allowed = allowed & real[:, None, :]
-        return positions, allowed[:, None]
+        return positions, block_causal_mask(positions, positions, real, block_length)
 
     def rope_tables(self, positions: torch.Tensor):
         d = self.cfg.rotary_dim
@@ -225,13 +249,33 @@ class MoELLaDA(nn.Module):
         angles = torch.cat([angles, angles], dim=-1)[:, None]
         return angles.cos(), angles.sin()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        positions, mask = self.positions_and_mask(attention_mask, *input_ids.shape)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                block_length: int | None = None) -> torch.Tensor:
+        """``block_length`` overrides the config's block-causal block (a sampler's blocks are the attention's)."""
+        positions, mask = self.positions_and_mask(attention_mask, *input_ids.shape, block_length)
         cos, sin = self.rope_tables(positions)
         x = self.embed(input_ids)
         for layer in self.layers:
             x = layer(x, cos, sin, mask)
         return self.head(self.norm(x))
+
+    def new_cache(self, B: int, width: int, dtype: torch.dtype | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of every position of a canvas of ``width``, per layer, filled by ``forward_cached``."""
+        shape = (B, self.cfg.n_kv_heads, width, self.cfg.head_dim)
+        dtype = dtype or self.embed.weight.dtype
+        return [(torch.zeros(shape, dtype=dtype, device=self.device), torch.zeros(shape, dtype=dtype, device=self.device))
+                for _ in self.layers]
+
+    def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor, index: torch.Tensor,
+                       mask: torch.Tensor, cache: list, logits_from: int = 0) -> torch.Tensor:
+        """Logits of canvas positions ``index`` (B, T) holding ``input_ids`` at ``positions`` (each row's own),
+        attending over the canvas through ``cache`` (keys and values of the other positions, from earlier
+        calls) under ``mask`` (B, 1, T, W); the head runs on the positions from ``logits_from`` on."""
+        cos, sin = self.rope_tables(positions)
+        x = self.embed(input_ids)
+        for layer, kv in zip(self.layers, cache):
+            x = layer(x, cos, sin, mask, kv, index)
+        return self.head(self.norm(x[:, logits_from:]))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

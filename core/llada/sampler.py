@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 REMASKING = ("low_confidence", "random")
-MODES = ("reference", "fast", "dream")  # dream: Dream's own sampler (core/llada/dream.py), for the Dream family
+# dream: Dream's own sampler (core/llada/dream.py); block: LLaDA 2.x's (core/llada/block_diffusion.py)
+MODES = ("reference", "fast", "dream", "block")
 DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-CACHES = ("none", "prefix", "dual")  # the fast mode's key/value caches; the reference loop has none
+CACHES = ("none", "prefix", "dual", "block")  # fast mode's: prefix, dual (approximate); block mode's: block (exact)
 
 # Proposals of EOS/EOT under ``confidence_eos_eot_inf`` rank below every real confidence
 # (softmax probabilities and uniform noise are >= 0) yet above the -inf of positions that
@@ -53,20 +54,39 @@ class SamplerParams:
     top_p: float = 1.0
     top_k: int = 0
     eps: float = 1e-3
+    # LLaDA 2.x's sampler (mode "block"): ``steps`` per block, ``threshold`` its acceptance rule, ``early_stop``
+    # its EOS early stop, ``top_p``/``top_k`` its filters; LLaDA 2.1's editing (-1: off) and its extra steps.
+    editing_threshold: float = -1.0
+    max_post_steps: int = 16
 
     @property
     def approximate(self) -> bool:
+        """Whether the loop may give other tokens than its family's reference (LLaDA 2.x's block loop never does:
+        its threshold is the authors' rule and its cache is exact)."""
+        if self.mode == "block":
+            return False
         return (self.cache != "none" or self.threshold > 0 or self.early_stop or self.window >= 0
                 or self.entropy_threshold > 0)
+
+    @property
+    def canvas_room(self) -> int:
+        """The most canvas positions past the prompt a loop uses (LLaDA 2.x's runs to the end of a block)."""
+        return self.gen_length + (self.block_length - 1 if self.mode == "block" else 0)
 
     def label(self) -> str:
         """How this loop relates to the reference, in words for pages and tables."""
         if self.mode == "reference":
             return "reference"
+        filters = [f"top-p {self.top_p:g}"] * (self.top_p < 1) + [f"top-k {self.top_k}"] * (self.top_k > 0)
         if self.mode == "dream":
-            filters = [f"top-p {self.top_p:g}"] * (self.top_p < 1) + [f"top-k {self.top_k}"] * (self.top_k > 0)
             return f"Dream, {self.alg}" + "".join(f", {f}" for f in filters) + (
                 f", alg_temp {self.alg_temp:g}" if self.alg_temp > 0 else "")
+        if self.mode == "block":
+            parts = [f"block {self.block_length}", f"threshold {self.threshold:g}"] + filters
+            parts += [f"editing {self.editing_threshold:g}, {self.max_post_steps} post steps"] * (
+                self.editing_threshold >= 0)
+            parts += ["exact block cache"] * (self.cache == "block") + ["EOS early stop"] * self.early_stop
+            return "LLaDA 2.x block diffusion (" + ", ".join(parts) + ")"
         if not self.approximate:
             return "fast, exact"
         parts = [f"{self.cache} cache"] if self.cache != "none" else []
@@ -84,6 +104,12 @@ class SamplerParams:
                 out.append(f"{name} must be at least 1")
         if out:
             return out
+        if self.mode == "block":
+            return self._block_problems()
+        if self.mode in MODES and self.cache == "block":
+            out.append("the block cache belongs to LLaDA 2.x's sampler (mode 'block')")
+        if self.editing_threshold != -1 or self.max_post_steps != 16:
+            out.append("editing_threshold and max_post_steps belong to LLaDA 2.x's sampler (mode 'block')")
         if self.gen_length % self.block_length:
             out.append(f"gen_length {self.gen_length} is not a multiple of block_length {self.block_length}")
         else:
@@ -118,11 +144,38 @@ class SamplerParams:
                        "threshold, remasking low_confidence and confidence_eos_eot_inf off")
         return out + self._dream_problems()
 
+    def _block_problems(self) -> list[str]:
+        out = []
+        if self.steps > self.block_length:
+            out.append(f"steps (per block, in LLaDA 2.x's sampler) {self.steps} exceed block_length {self.block_length}")
+        if self.cache not in ("none", "block"):
+            out.append("LLaDA 2.x's sampler takes cache 'none' or 'block' (its exact block cache)")
+        if not 0 <= self.threshold < 1:
+            out.append("threshold must be in [0, 1)")
+        if self.editing_threshold != -1 and not 0 <= self.editing_threshold < 1:
+            out.append("editing_threshold must be -1 (no editing, LLaDA 2.0) or in [0, 1) (LLaDA 2.1)")
+        if self.max_post_steps < 0:
+            out.append("max_post_steps must be >= 0")
+        if self.temperature < 0:
+            out.append("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            out.append("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            out.append("top_k must be >= 0 (0: off)")
+        defaults = SamplerParams()
+        others = [f for f in ("cfg_scale", "remasking", "logits_eos_inf", "confidence_eos_eot_inf", "window",
+                              "entropy_threshold", "alg", "alg_temp", "eps") if getattr(self, f) != getattr(defaults, f)]
+        if others:
+            out.append(f"{', '.join(others)} are not LLaDA 2.x's sampler's; it takes block_length, steps, threshold, "
+                       "temperature, top_p, top_k, cache, early_stop, editing_threshold and max_post_steps")
+        return out
+
     def _dream_problems(self) -> list[str]:
         defaults = SamplerParams()
         dream_fields = ("alg", "alg_temp", "top_p", "top_k", "eps")
         if self.mode != "dream":
             changed = [f for f in dream_fields if getattr(self, f) != getattr(defaults, f)]
+            changed = changed if self.mode != "block" else []
             return [f"{', '.join(changed)} belong to Dream's sampler (mode 'dream')"] if changed else []
         out = []
         if self.alg not in DREAM_ALGS:
@@ -179,6 +232,16 @@ PRESETS: dict[str, tuple[str, SamplerParams]] = {
                   SamplerParams(gen_length=128, steps=128, block_length=32)),
     "dream-greedy": ("Dream, greedy (entropy, temperature 0: the same tokens every run)",
                      SamplerParams(gen_length=256, steps=256, block_length=256, mode="dream", alg="entropy")),
+    # LLaDA 2.x, from its model cards: blocks of 32, temperature 0, EOS early stop; the exact block cache.
+    "llada2": ("LLaDA2.0, authors (block 32, 32 steps, threshold 0.95)",
+               SamplerParams(gen_length=512, steps=32, block_length=32, mode="block", threshold=0.95, cache="block",
+                             early_stop=True)),
+    "llada21-quality": ("LLaDA2.1 quality mode, authors (threshold 0.7, editing 0.5)",
+                        SamplerParams(gen_length=512, steps=32, block_length=32, mode="block", threshold=0.7,
+                                      editing_threshold=0.5, cache="block", early_stop=True)),
+    "llada21-speed": ("LLaDA2.1 speed mode, authors (threshold 0.5, editing 0)",
+                      SamplerParams(gen_length=512, steps=32, block_length=32, mode="block", threshold=0.5,
+                                    editing_threshold=0.0, cache="block", early_stop=True)),
 }
 
 
