@@ -363,3 +363,19 @@ def test_the_playground_shows_llada2_s_card_and_runs_its_block_sampler(llada2_di
     sampler = load_view(state["run_id"])["sampler"]
     assert (sampler["mode"], sampler["cache"], sampler["editing_threshold"], sampler["block_length"]) == (
         "block", "block", 0.5, 8)
+
+
+def test_a_plan_with_llada2_and_another_family_gives_each_its_own_sampler(llada2_dir, tiny_checkpoint):
+    from core.errors import UserError
+    from core.pipeline.experiments import Plan
+
+    plan = Plan(models=[str(tiny_checkpoint), str(llada2_dir)], gen_length={"math": 64})
+    block = plan.sampler_params(str(llada2_dir), "math")
+    assert (block.mode, block.gen_length, block.block_length, block.cache, block.problems()) == (
+        "block", 64, 32, "block", [])
+    assert plan.sampler_params(str(tiny_checkpoint), "math").mode == "reference"
+    # Its answer need not fill whole blocks: the canvas runs to the end of the block that holds it.
+    assert Plan(models=[str(llada2_dir)], gen_length={"math": 48}).sampler_params(str(llada2_dir), "math").gen_length == 48
+    with pytest.raises(UserError, match="editing_threshold"):
+        Plan(models=[str(llada2_dir)], preset="custom", sampler={"mode": "reference", "editing_threshold": 0.5}
+             ).sampler_params(str(llada2_dir), "math")
