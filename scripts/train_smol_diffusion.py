@@ -14,13 +14,14 @@ What trains: LoRA factors on every projection, the RMSNorm weights and the mask 
 row (the head is tied, so the row is its output row too); everything else stays the base.
 
 Data (training sets only; nothing that evaluation reads): word problems from core.data.wordproblems
-(train split), GSM8K train with its calculator notes as equation chains, Dolly open-QA and
+(train split), arithmetic drills in the same answer format, GSM8K train with its calculator notes as equation chains, Dolly open-QA and
 OpenAssistant pairs, CNN/DailyMail validation articles with their highlights, and prompts
 compressed by random word drop with the instruction to restore them.
 
 Runs in calls of ``--minutes`` (the GPU machine's limit) that resume from ``--work``; the first
 call measures its speed and fixes the schedule's length to fill ``--budget-minutes`` in all.
-Each call ends by writing the adapter and training.json into ``--out``.
+Each call ends by writing the adapter and training.json into ``--out``. ``--init-adapter`` starts a new
+phase from a trained adapter, keeping the earlier phase's record in training.json.
 """
 
 from __future__ import annotations
@@ -53,10 +54,16 @@ EPS = 1e-3  # smallest masking probability, as in LLaDA's training code
 ROUND = 32  # row lengths are multiples of this, so batches come in a few shapes
 # Share of training tokens per kind of row.
 SAVE_SECONDS = 20  # kept free at the end of a call for writing the state and the adapter
-MIXTURE = {"wordproblems": 0.42, "gsm8k": 0.12, "chat": 0.08, "summary": 0.08, "restore": 0.08,
-           "whole_chat": 0.10, "whole_text": 0.12}
-MAX_ROW = {"wordproblems": 256, "gsm8k": 320, "chat": 448, "summary": 768, "restore": 384,
+MIXTURE = {"wordproblems": 0.38, "arithmetic": 0.16, "gsm8k": 0.10, "chat": 0.07, "summary": 0.08, "restore": 0.06,
+           "whole_chat": 0.07, "whole_text": 0.08}
+MAX_ROW = {"wordproblems": 256, "arithmetic": 160, "gsm8k": 320, "chat": 448, "summary": 768, "restore": 384,
            "whole_chat": 448, "whole_text": 256}
+OPS = {"+": ("plus", "the sum of {a} and {b}", "add {b}"), "-": ("minus", "the difference between {a} and {b}",
+                                                                "subtract {b}"),
+       "*": ("times", "the product of {a} and {b}", "multiply by {b}"), "/": ("divided by", "{a} divided by {b}",
+                                                                             "divide by {b}")}
+ASK = ("What is {e}?", "Calculate {e}.", "Compute {e}.", "{e} = ?", "Work out {e}.", "What do you get for {e}?",
+       "Find {e}.", "How much is {e}?")
 
 
 class LoRALinear(nn.Module):
@@ -87,6 +94,62 @@ def gsm8k_chain(answer: str) -> str | None:
 
 def word_problem_batch(seed: int):
     return [(p.question, p.solution) for p in wordproblems.generate(4000, "train", seed=seed)]
+
+
+def operands(op: str, a: int | None, rng: random.Random) -> tuple[int, int] | None:
+    """A second operand for ``op`` (and a first, when ``a`` is None) as the word problems use them: whole numbers,
+    results in [0, 9999], divisions exact."""
+    def number(hi: int) -> int:  # one, two or three digits alike, so small numbers are not rare
+        return rng.randint(1, min(hi, rng.choice((9, 99, 999))))
+
+    if op == "+":
+        a = number(999) if a is None else a
+        b = number(9999 - a) if a < 9999 else None
+    elif op == "-":
+        a = number(999) if a is None else a
+        b = rng.randint(0, a) if a > 0 else None
+    elif op == "*":
+        a = number(rng.choice((12, 99, 999))) if a is None else a
+        b = rng.randint(2, max(2, min(99, 9999 // max(a, 1)))) if 2 * a <= 9999 else None
+    else:
+        if a is None:
+            b = rng.randint(2, rng.choice((12, 50)))
+            quotient = rng.randint(1, min(9999 // b, rng.choice((12, 100, 500))))
+            return b * quotient, b
+        divisors = [d for d in range(2, min(a, 100) + 1) if a % d == 0]
+        b = rng.choice(divisors) if divisors else None
+    return None if b is None else (a, b)
+
+
+def arithmetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """Arithmetic drills in the word problems' answer format (``a<op>b=c`` lines, then ``#### N``): one operation
+    asked in symbols or words, or a chain of two or three ("Start with 14, add 9, then multiply by 3")."""
+    rng = random.Random(seed)
+    pairs = []
+    while len(pairs) < n:
+        if rng.random() < 0.7:
+            op = rng.choice("+-*/")
+            a, b = operands(op, None, rng)
+            value = eval(f"{a}{op}{b}")  # noqa: S307 (our own digits and operator)
+            word, phrase, _ = OPS[op]
+            said = rng.choice((f"{a} {op} {b}", f"{a}{op}{b}", f"{a} {word} {b}", phrase.format(a=a, b=b)))
+            pairs.append((rng.choice(ASK).format(e=said), f"{a}{op}{b}={int(value)}\n#### {int(value)}"))
+            continue
+        value = rng.randint(2, 500)
+        told, lines = [f"Start with {value}"], []
+        for _ in range(rng.randint(2, 3)):
+            op = rng.choice("+-*/")
+            pair = operands(op, value, rng)
+            if pair is None:
+                continue
+            told.append(OPS[op][2].format(b=pair[1]))
+            result = int(eval(f"{value}{op}{pair[1]}"))  # noqa: S307
+            lines.append(f"{value}{op}{pair[1]}={result}")
+            value = result
+        if lines:
+            question = told[0] + ", " + ", then ".join(told[1:]) + ". What do you get?"
+            pairs.append((question, "\n".join(lines + [f"#### {value}"])))
+    return pairs
 
 
 def drop_words(text: str, rng: random.Random) -> str:
@@ -130,8 +193,10 @@ def build_texts(data: Path, seed: int, word_problem_seeds: int) -> dict[str, lis
     originals = ([q for q, _ in problems[:20000]] + [r["question"] for r in read_jsonl(data / "gsm8k" / "train.jsonl")]
                  + passages[:20000] + [p for p, _ in chat])
     restore = [(datasets.instructed(datasets.RECONSTRUCT_INSTRUCTION, drop_words(o, rng)), o) for o in originals]
-    plain = [q for q, _ in problems[:40000]] + passages + [p for p, _ in chat]
-    return {"wordproblems": wordproblem_pairs, "gsm8k": gsm8k, "chat": chat, "summary": summary, "restore": restore,
+    drills = arithmetic_pairs(300_000, seed + 1)
+    equations = [" ".join(a.split("\n")[0] for _, a in drills[i:i + 12]) for i in range(0, 120_000, 12)]
+    plain = [q for q, _ in problems[:40000]] + passages + [p for p, _ in chat] + equations
+    return {"wordproblems": wordproblem_pairs, "arithmetic": drills, "gsm8k": gsm8k, "chat": chat, "summary": summary, "restore": restore,
             "whole_chat": wordproblem_pairs[:40000] + gsm8k + chat + summary, "whole_text": plain}
 
 
@@ -243,6 +308,23 @@ def adapter_tensors(model: LLaDA) -> dict[str, torch.Tensor]:
     return out
 
 
+def load_adapter(model: LLaDA, path: Path) -> None:
+    """Start from a trained adapter (the inverse of ``adapter_tensors``): its LoRA factors, norms and mask row."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, tensor in saved.items():
+            if key.endswith(".row_index"):
+                continue
+            if key.endswith(".rows"):
+                target = params[key.removesuffix(".rows")]
+                target[saved[key.replace(".rows", ".row_index")].to(target.device)] = tensor.to(target)
+            else:
+                params[key.replace(".weight.lora_", ".lora_")].copy_(tensor)
+
+
 def learning_rate(step: int, total: int, peak: float, warmup: int = 100) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -266,6 +348,9 @@ def main() -> None:
     parser.add_argument("--total-steps", type=int, default=None, help="the schedule's length, instead of the measured one")
     parser.add_argument("--rows-cache", type=Path, default=None, help="tokenized rows, built once and reused")
     parser.add_argument("--prepare-only", action="store_true", help="build the rows cache and stop")
+    parser.add_argument("--init-adapter", type=Path, default=None,
+                        help="continue from this trained adapter (a fresh optimizer and schedule); its training.json "
+                             "in --out is kept as the earlier phase of the record")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -282,13 +367,17 @@ def main() -> None:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     state_file = args.work / "state.pt"
-    step, total_steps, tokens_seen, train_seconds, losses = 0, None, 0, 0.0, []
+    step, total_steps, tokens_seen, train_seconds, losses, earlier = 0, None, 0, 0.0, [], []
+    if args.init_adapter and not state_file.is_file():
+        load_adapter(model, args.init_adapter)
+        before = json.loads((args.out / "training.json").read_text())
+        earlier = before.pop("earlier", []) + [{k: v for k, v in before.items() if k != "loss_every_100_steps"}]
     if state_file.is_file():
         saved = torch.load(state_file, map_location=device)
         model.load_state_dict(saved["trainable"], strict=False)
         optimizer.load_state_dict(saved["optimizer"])
         step, total_steps, tokens_seen, train_seconds = saved["step"], saved["total_steps"], saved["tokens"], saved["train_seconds"]
-        losses = saved["losses"]
+        losses, earlier = saved["losses"], saved.get("earlier", [])
     total_steps = args.total_steps or total_steps
     rng = random.Random(f"{args.seed}-{step}")
     generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + step)
@@ -336,7 +425,7 @@ def main() -> None:
     trainable_state = {k: v for k, v in model.state_dict().items() if ".lora_" in k or "norm" in k or k.endswith("wte.weight")}
     torch.save({"trainable": trainable_state, "optimizer": optimizer.state_dict(), "step": step,
                 "total_steps": total_steps or step, "tokens": tokens_seen, "train_seconds": train_seconds,
-                "losses": losses}, state_file)
+                "losses": losses, "earlier": earlier}, state_file)
     from safetensors.torch import save_file
 
     save_file(adapter_tensors(model), str(args.out / raw["adapter"]["file"]), metadata={"format": "pt"})
@@ -344,7 +433,7 @@ def main() -> None:
               "steps": step, "total_steps": total_steps or step, "tokens": tokens_seen,
               "train_seconds": round(train_seconds, 1), "lr": args.lr, "tokens_per_batch": args.tokens_per_batch,
               "mixture": MIXTURE, "examples": rows.counts, "seed": args.seed, "loss_every_100_steps": losses,
-              "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"}
+              "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "earlier": earlier}
     (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({"event": "saved", "step": step, "total_steps": total_steps, "train_seconds": round(train_seconds, 1)}), flush=True)
 

@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import operator
+import re
 import sys
 from pathlib import Path
 
@@ -188,11 +190,16 @@ def test_an_adapter_of_another_model_is_refused_with_a_message(base_package, tmp
         load_llada(changed, "cpu")
 
 
-def test_training_rows_are_the_tokenizer_chat_template_and_answers_end_with_the_turn_token():
+def training_script():
     spec = importlib.util.spec_from_file_location("train_smol", ROOT / "scripts" / "train_smol_diffusion.py")
     train = importlib.util.module_from_spec(spec)
     sys.modules["train_smol"] = train
     spec.loader.exec_module(train)
+    return train
+
+
+def test_training_rows_are_the_tokenizer_chat_template_and_answers_end_with_the_turn_token():
+    train = training_script()
     tokenizer = load_tokenizer(smol_diffusion.SMOL_DIR)
     for content in ("Tom has 3 apples and buys 5 more. How many apples does he have?", "  Summarize:\n\nA story. "):
         assert train.smol_diffusion_chat(content) == chat_prompt(tokenizer, content)
@@ -203,6 +210,40 @@ def test_training_rows_are_the_tokenizer_chat_template_and_answers_end_with_the_
     (_, [(text_ids, text_start)]), = rows.buckets["whole_text"].items()
     assert text_ids[0] == tokenizer.convert_tokens_to_ids(smol_diffusion.EOS_TOKEN) and text_start == 1
     assert train.gsm8k_chain("He has 2*3=<<2*3=6>>6 and 6+1=<<6+1=7>>7.\n#### 7") == "2*3=6\n6+1=7\n#### 7"
+
+
+def test_arithmetic_drills_are_right_and_in_the_word_problems_range_and_format():
+    train = training_script()
+    drills = train.arithmetic_pairs(2000, seed=7)
+    assert drills == train.arithmetic_pairs(2000, seed=7) and len({q for q, _ in drills}) > 1900
+    chains = 0
+    for question, answer in drills:
+        *lines, last = answer.split("\n")
+        chains += len(lines) > 1
+        value = None
+        for line in lines:
+            left, result = line.split("=")
+            a, op, b = re.fullmatch(r"(\d+)([-+*/])(\d+)", left).groups()
+            assert value is None or int(a) == value  # a chain carries its result on
+            exact = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}[op](int(a), int(b))
+            assert exact == int(result) and 0 <= int(result) <= 9999
+            assert b in question
+            value = int(result)
+        assert last == f"#### {value}"
+    assert 0.2 < chains / len(drills) < 0.4
+
+
+def test_training_continues_from_the_shipped_adapter_exactly(smol):
+    """--init-adapter puts the shipped adapter back into the trainable model: the model computes what the loader's
+    does before any step."""
+    train = training_script()
+    model, _ = train.build_model(smol_diffusion.SMOL_DIR, paths.package_file(smol_diffusion.BASE_PACKAGE,
+                                                                            smol_diffusion.BASE_FILE), torch.device("cpu"))
+    train.load_adapter(model, smol_diffusion.SMOL_DIR / "adapter.safetensors")
+    ids = smol.tokenizer("Tom has 3 apples and buys 5 more.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = smol.model.float()(ids)
+        assert torch.allclose(model.eval()(ids), expected, atol=1e-3, rtol=1e-3)
 
 
 @pytest.fixture(scope="module")
