@@ -1,7 +1,7 @@
 """Command line over the same core the dashboard uses.
 
     python -m core compare --model DIR_OR_ID --prompt TEXT --compressor NAME --ratio R [--preset NAME] [--seed N] --json
-    python -m core experiment --plan PLAN.json [--json]   # run a plan; again to resume it
+    python -m core experiment --plan PLAN.json [--backend ray [--actors N]] [--json]   # again to resume
     python -m core export --experiment ID --format csv|jsonl
     python -m core worker          # run queued dashboard jobs in this process
     python -m core users add NAME --role reviewer|annotator   # then: invite, list, revoke, disable, enable, password
@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--device")
     exp.add_argument("--db", help="SQLAlchemy URL")
     exp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    exp.add_argument("--backend", choices=("local", "ray"),
+                     help="where the generations run (default: the plan's, else local); ray: Ray actors on this "
+                          "machine, or on the cluster at $COMPRESSLENS_RAY_ADDRESS")
+    exp.add_argument("--actors", type=int, help="Ray actors (default: one per GPU, or two without GPUs)")
 
     exq = sub.add_parser("export", help="every output of an experiment with its metrics")
     exq.add_argument("--experiment", type=int, required=True)
@@ -191,6 +195,8 @@ def run_experiment(args) -> int:
     if not isinstance(raw, dict):
         raise UserError(f"{args.plan} must hold one JSON object")
     db_url = args.db or paths.db_url()
+    # How it runs is not what it is: the same plan on another backend resumes the same experiment.
+    raw.update({k: v for k, v in (("backend", args.backend), ("actors", args.actors)) if v is not None})
     experiment_id, job_id = submit_experiment(db_url, Plan.from_dict(raw))
 
     def progress(_fraction: float, message: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -12,6 +14,7 @@ from core.data import datasets
 from core.errors import UserError
 from core.llada.sampler import PRESETS
 from core.pipeline import compressors, infill
+from core.pipeline.backends import BACKENDS
 from core.pipeline.conditions import CONDITIONS, STUDY_CONDITIONS
 from core.pipeline.experiments import Plan, cancel, published_study
 from core.pipeline.service import default_model, default_source, model_family
@@ -71,6 +74,17 @@ def plan_section() -> dict:
                                               help="halved on its own if the GPU runs out of memory")
     if preset in PRESETS and PRESETS[preset][1].approximate:
         st.warning(f"Sampler: {PRESETS[preset][1].label()}. Outputs can differ from the reference loop's.")
+    cols = st.columns([2, 1, 3])
+    form["backend"] = cols[0].radio(
+        "Run on", BACKENDS, horizontal=True,
+        format_func={"local": "this worker", "ray": "Ray actors"}.get,
+        help="Ray shards the batches over actors, one per GPU (two CPU actors without GPUs), on this machine or "
+             "on the cluster at COMPRESSLENS_RAY_ADDRESS; the results are the same, and a run may resume on the "
+             "other backend")
+    form["actors"] = int(cols[1].number_input("Actors", min_value=0, value=0, disabled=form["backend"] != "ray",
+                                              help="0: one per GPU"))
+    if form["backend"] == "ray" and importlib.util.find_spec("ray") is None:
+        cols[2].warning("Ray is not installed here: run ./scripts/setup.sh --ray, or run on this worker.")
     return form
 
 
@@ -128,7 +142,8 @@ def per_task_section(form: dict, own: dict) -> tuple[dict, dict]:
 
 def build_plan(form: dict, own: dict, gen_length: dict, instructions: dict) -> Plan:
     if form["use_study"]:
-        plan = published_study(form["models"][0] if form["models"] else None)
+        plan = replace(published_study(form["models"][0] if form["models"] else None), backend=form["backend"],
+                       actors=form["actors"])
         plan.validate()
         return plan
     if own["upload_error"]:
@@ -145,7 +160,8 @@ def build_plan(form: dict, own: dict, gen_length: dict, instructions: dict) -> P
         "ratios": numbers(form["ratios"]), "conditions": form["conditions"], "seeds": numbers(form["seeds"], int),
         "models": form["models"], "preset": form["preset"], "gen_length": gen_length,
         "instructions": instructions, "batch_size": int(form["batch_size"]),
-        "infill_length": form.get("infill_length", "oracle"), "infill_k": form.get("infill_k", infill.DEFAULT_K)})
+        "infill_length": form.get("infill_length", "oracle"), "infill_k": form.get("infill_k", infill.DEFAULT_K),
+        "backend": form["backend"], "actors": form["actors"]})
 
 
 @st.fragment(run_every=2.0)

@@ -53,11 +53,12 @@ def new_database(tmp_path, db_backend):
 
     from db import session
 
-    made = []
+    made, files = [], []
 
     def make(name: str = "test") -> str:
         if db_backend == "sqlite":
-            return f"sqlite:///{tmp_path / f'{name}-{len(made)}.db'}"
+            files.append(tmp_path / f"{name}-{len(files)}.db")
+            return f"sqlite:///{files[-1]}"
         database = f"cl_{name}_{uuid.uuid4().hex[:10]}"
         admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:

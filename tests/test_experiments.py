@@ -170,7 +170,7 @@ def test_study_shape_on_the_demo_model(tmp_path):
     n = 4
     plan = Plan.from_dict({"name": "gsm8k-study-shape", "source": "gsm8k", "n_prompts": n, "ratios": [1.5, 2.0],
                            "compressors": [{"name": "random", "params": {"seed": 0}}],
-                           "models": ["compresslens/math-demo"], "batch_size": n})
+                           "models": ["compresslens/math-demo"], "batch_size": n, "gen_length": {"math": 32}})
     summary = Runner(find_or_create(plan, db_url), ModelPool("cpu"), db_url).run()
     assert summary["status"] == "done" and summary["outputs"] == n * (1 + 2 * 3) == summary["total_units"]
     cells = {(r["ratio"], r["condition"], r["reference"], r["metric"]): r["n"] for r in summary["table"]}
@@ -193,3 +193,17 @@ def test_several_sources_and_the_published_study_preset():
     assert study.sources() == ["gsm8k", "cnndm", "sharegpt"] and study.n_prompts == 250 and study.ratios == [2.0]
     assert tuple(study.conditions) == STUDY_CONDITIONS and study.compressors[0]["name"] == "llmlingua2"
     assert total_units(study, 750) == 750 * (1 + 3)
+
+
+def test_a_plan_on_another_backend_is_the_same_experiment_and_runs_there_next(tiny_plan, tiny_checkpoint, db_url):
+    from dataclasses import replace
+
+    plan = tiny_plan(tiny_checkpoint)
+    experiment_id = find_or_create(plan, db_url)
+    assert find_or_create(replace(plan, backend="ray", actors=4), db_url) == experiment_id
+    with session_scope(db_url) as session:
+        stored = session.get(models.Experiment, experiment_id).plan
+    assert (stored["backend"], stored["actors"]) == ("ray", 4)
+    assert find_or_create(replace(plan, n_prompts=2, backend="ray"), db_url) != experiment_id  # what it is differs
+    with pytest.raises(UserError, match="backend must be one of local, ray"):
+        replace(plan, backend="slurm").validate()

@@ -292,6 +292,7 @@ def test_experiments_page_queues_a_plan_and_follows_it(page_env, tiny_checkpoint
     with session_scope(page_env) as session:
         experiment = session.get(Experiment, 1)
         assert experiment.plan["ratios"] == [1.5, 3.0] and experiment.plan["n_prompts"] == 2
+        assert (experiment.plan["backend"], experiment.plan["actors"]) == ("local", 0)  # Ray only when asked
         assert experiment.total_units == 2 * (1 + 2 * 3)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -25,6 +25,7 @@ from core.errors import UserError
 from core.generation import demo
 from core.llada.sampler import SamplerParams
 from core.pipeline import compressors, conditions, infill, metrics, store
+from core.pipeline.backends import BACKENDS, Unit, make_backend
 from core.pipeline.conditions import CONDITIONS, STUDY_CONDITIONS
 from core.pipeline.service import CompareRequest, ModelPool, Progress, default_model, score_output
 from db import models
@@ -63,7 +64,7 @@ PLAN_TYPES = {
     "models": _list_of(_text), "preset": lambda v: v is None or _text(v),
     "sampler": lambda v: v is None or _dict_of(lambda _value: True)(v), "gen_length": _dict_of(_integer),
     "instructions": lambda v: v is None or _dict_of(_text)(v), "bertscore_backbone": lambda v: v is None or _text(v),
-    "batch_size": _integer, "infill_length": _text, "infill_k": _integer,
+    "batch_size": _integer, "infill_length": _text, "infill_k": _integer, "backend": _text, "actors": _integer,
 }
 PLAN_TYPE_NAMES = {
     "name": "text", "source": "a source name or spec, or a list of them", "n_prompts": "a whole number",
@@ -72,8 +73,10 @@ PLAN_TYPE_NAMES = {
     "models": "a list of model ids", "preset": "a preset name or null", "sampler": "an object or null",
     "gen_length": "an object of whole numbers by task", "instructions": "an object of texts by task, or null",
     "bertscore_backbone": "a backbone name or null", "batch_size": "a whole number", "infill_length": "text",
-    "infill_k": "a whole number",
+    "infill_k": "a whole number", "backend": "local or ray", "actors": "a whole number",
 }
+# How a plan runs, not what it is: an experiment resumed on another backend stays the same experiment.
+EXECUTION_KEYS = ("backend", "actors")
 
 
 @dataclass
@@ -96,6 +99,8 @@ class Plan:
     batch_size: int = 16
     infill_length: str = "oracle"  # masks per gap of the infilled condition: core.pipeline.infill.LENGTH_RULES
     infill_k: int = infill.DEFAULT_K  # masks per gap under the "fixed" rule
+    backend: str = "local"  # core.pipeline.backends: the worker's own process, or Ray actors
+    actors: int = 0  # Ray actors; 0: one per GPU, or two CPU actors without GPUs
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Plan":
@@ -132,6 +137,10 @@ class Plan:
             raise UserError(f"Two prompt sources share a name ({', '.join(names)}); their prompt ids would collide")
         if int(self.n_prompts) < 1 or int(self.batch_size) < 1:
             raise UserError("n_prompts and batch_size must be at least 1")
+        if self.backend not in BACKENDS:
+            raise UserError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if int(self.actors) < 0:
+            raise UserError("actors must be 0 (one per GPU) or more")
         conditions.check(self.conditions)
         infill.check_rule(self.infill_length, self.infill_k)
         if any(c != "original" for c in self.conditions):
@@ -239,23 +248,25 @@ def total_units(plan: Plan, n_items: int) -> int:
 
 
 def find_or_create(plan: Plan, db_url: str) -> int:
-    """The experiment with this exact plan, or a new one; running it again resumes it."""
+    """The experiment with this exact plan, or a new one; running it again resumes it, on the backend it now
+    names."""
     plan.validate()
     wanted = plan.to_dict()
     defaults = Plan().to_dict()  # a plan stored before a key existed meant that key's default
+
+    def identity(raw: dict) -> dict:
+        return {k: v for k, v in {**defaults, **raw}.items() if k not in EXECUTION_KEYS}
+
     with session_scope(db_url) as session:
         for experiment in session.scalars(select(models.Experiment).where(models.Experiment.name == plan.name)):
-            if {**defaults, **experiment.plan} == wanted:
+            if identity(experiment.plan) == identity(wanted):
+                experiment.plan = {**experiment.plan, **{k: wanted[k] for k in EXECUTION_KEYS}}
                 return experiment.id
         experiment = models.Experiment(name=plan.name, plan=wanted,
                                        total_units=total_units(plan, len(sample_prompts(plan))))
         session.add(experiment)
         session.flush()
         return experiment.id
-
-
-class Cancelled(Exception):
-    pass
 
 
 def cancel(db_url: str, experiment_id: int) -> None:
@@ -267,10 +278,11 @@ def cancel(db_url: str, experiment_id: int) -> None:
 
 
 class Runner:
-    """Executes one experiment; safe to start again on the same experiment at any time."""
+    """Executes one experiment; safe to start again on the same experiment at any time, on either backend."""
 
     def __init__(self, experiment_id: int, pool: ModelPool, db_url: str, progress: Progress | None = None,
-                 cancelled: Callable[[], bool] = lambda: False):
+                 cancelled: Callable[[], bool] = lambda: False, backend=None):
+        """``backend`` runs the generations (core.pipeline.backends); None: the one the plan names."""
         self.experiment_id = experiment_id
         self.cancelled = cancelled
         self.pool = pool
@@ -283,8 +295,9 @@ class Runner:
             self.plan = Plan.from_dict(experiment.plan)
         self.samples = sample_prompts(self.plan)
         self.backbone = self.plan.bertscore_backbone or metrics.default_backbone()
+        self.backend = backend or make_backend(self.plan.backend, pool, self.plan.actors)
         self.generated_tokens = 0
-        self.generate_seconds = 0.0
+        self.batches_by_actor: dict[int, int] = {}
 
     def _run_row(self, config: RunSpec, generator) -> int:
         with session_scope(self.db_url) as session:
@@ -332,33 +345,32 @@ class Runner:
         return demo.DEMO_ID if demo.is_demo(model_id) else model_id
 
     def _run_config(self, config: RunSpec, done: int, total: int, started: float) -> int:
-        generator = self.pool.generator(self._pool_id(config.model))
+        generator = self.backend.generator(self._pool_id(config.model))
         run_id = self._run_row(config, generator)
         originals = self._baseline_outputs(config)
         # Every model reads the same compressed prompts: compressed once, for the plan's first model (its tokens
         # set the ratio; a compressor that asks a model asks it), and counted again in each model's own tokens.
-        compressing_model = self.plan.models[0]
+        compressing_model = self.plan.model_ids()[0]
         compressor = (None if config.compressor == NO_COMPRESSION
                       else self.pool.compressor(config.compressor, dict(config.compressor_params), compressing_model))
         count_for_ratio = (generator.count_tokens if compressing_model == config.model
-                           else self.pool.generator(self._pool_id(compressing_model)).count_tokens)
+                           else self.backend.generator(self._pool_id(compressing_model)).count_tokens)
         stored = {condition: self._stored(run_id, condition) for condition in config.conditions}
         done += sum(len(texts) for texts in stored.values())
-        for start in range(0, len(self.samples), self.plan.batch_size):
-            batch = self.samples[start:start + self.plan.batch_size]
-            missing = {c: [s for s in batch if s.source_id not in stored[c]] for c in config.conditions}
-            if not any(missing.values()):
-                continue
-            if self.cancelled():
-                raise Cancelled
-            # Compression is deterministic, so a resumed batch recomputes it instead of storing it twice.
-            cuts = ({s.source_id: in_tokens_of(compressor.compress(s.prompt, config.ratio, count_for_ratio),
-                                               generator.count_tokens) for s in batch}
-                    if compressor is not None else {})
-            for condition in config.conditions:
-                todo = missing[condition]
-                if not todo:
-                    continue
+        cuts: dict[str, compressors.Compression] = {}
+        # Condition by condition, as a reconstruction's answer reads the reconstruction; within one, every batch
+        # is a unit of its own that the backend may run beside the others.
+        for condition in config.conditions:
+            units: list[Unit] = []
+            rows_of: dict[int, tuple[list, list[str]]] = {}
+            for start in range(0, len(self.samples), self.plan.batch_size):
+                todo = [s for s in self.samples[start:start + self.plan.batch_size]
+                        if s.source_id not in stored[condition]]
+                if compressor is not None:
+                    # Compression is deterministic, so a resumed batch recomputes it instead of storing it twice.
+                    cuts.update({s.source_id: in_tokens_of(compressor.compress(s.prompt, config.ratio, count_for_ratio),
+                                                           generator.count_tokens)
+                                 for s in todo if s.source_id not in cuts})
                 canvases = ([conditions.canvas(cuts[s.source_id], self.plan.infill_length, self.plan.infill_k,
                                                generator.count_tokens) for s in todo]
                             if condition == "infilled" else [None] * len(todo))
@@ -367,16 +379,19 @@ class Runner:
                 for task in sorted({s.task for s in todo}):
                     rows = [i for i, s in enumerate(todo) if s.task == task]
                     params = self.plan.generation_params(config.model, task, condition)
-                    began = time.perf_counter()
-                    generations = conditions.generate(generator, condition, [prompts[i] for i in rows],
-                                                      [canvases[i] for i in rows], params, config.seed)
-                    self.generate_seconds += time.perf_counter() - began
-                    self.generated_tokens += sum(generator.count_tokens(g.text) for g in generations)
-                    self._write(run_id, config, condition, [todo[i] for i in rows], [prompts[i] for i in rows],
-                                generations, cuts, originals, generator)
-                    stored[condition].update({todo[i].source_id: g.text for i, g in zip(rows, generations)})
-                done += len(todo)
-                self._report(done, total, started, config, condition, generator)
+                    unit = Unit(len(units), config.model, condition, [prompts[i] for i in rows],
+                                [canvases[i] for i in rows], params.to_dict(), config.seed)
+                    units.append(unit)
+                    rows_of[unit.index] = ([todo[i] for i in rows], unit.prompts)
+            for finished in self.backend.run(units, self.cancelled):
+                samples, prompts = rows_of[finished.unit.index]
+                generations = finished.generations
+                self.generated_tokens += sum(generator.count_tokens(g.text) for g in generations)
+                self._write(run_id, config, condition, samples, prompts, generations, cuts, originals, generator)
+                stored[condition].update({s.source_id: g.text for s, g in zip(samples, generations)})
+                self.batches_by_actor[finished.actor] = self.batches_by_actor.get(finished.actor, 0) + 1
+                done += len(samples)
+                self._report(done, total, started, config, condition, finished.notes)
         return done
 
     def _prompt(self, condition: str, config: RunSpec, sample: datasets.Sample, cuts: dict, stored: dict,
@@ -404,13 +419,17 @@ class Runner:
                 item.conditions.append(row)
             session.flush()
 
-    def _report(self, done: int, total: int, started: float, config: RunSpec, condition: str, generator) -> None:
+    def _report(self, done: int, total: int, started: float, config: RunSpec, condition: str,
+                notes: list[str]) -> None:
         elapsed = time.perf_counter() - started
-        rate = self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
         eta = elapsed / max(done, 1) * (total - done)
-        notes = getattr(generator, "notes", [])
+        actors = ""
+        if self.backend.name == "ray":
+            counts = "/".join(str(self.batches_by_actor.get(a, 0)) for a in range(self.backend.actors))
+            actors = f" · Ray, {self.backend.actors} actors ({counts} batches)"
         self.say(done / total, f"{done}/{total} · {config.model} · {config.compressor} {config.ratio:g}x · "
-                               f"seed {config.seed} · {condition} · ETA {eta:.0f} s · {rate:.0f} tokens/s"
+                               f"seed {config.seed} · {condition} · ETA {eta:.0f} s · "
+                               f"{self.generated_tokens / max(elapsed, 1e-9):.0f} tokens/s{actors}"
                                + (f" · {notes[-1]}" if notes else ""))
 
     def summary(self) -> dict:

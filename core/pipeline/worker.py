@@ -84,14 +84,20 @@ def run_compare(worker: "Worker", job: Job, progress) -> dict:
 
 
 def run_experiment(worker: "Worker", job: Job, progress) -> dict:
-    from core.pipeline.experiments import Cancelled, Runner, experiment_summary
+    from core.pipeline.backends import Cancelled
+    from core.pipeline.experiments import Plan, Runner, experiment_summary
+    from db.models import Experiment
 
     def cancelled() -> bool:
         return job_state(worker.db_url, job.id)["status"] == "cancelled"
 
+    with session_scope(worker.db_url) as session:
+        experiment = session.get(Experiment, job.experiment_id)
+        plan = Plan.from_dict(experiment.plan) if experiment is not None else Plan()
     status = "done"
     try:
-        Runner(job.experiment_id, worker.pool, worker.db_url, progress, cancelled).run()
+        Runner(job.experiment_id, worker.pool, worker.db_url, progress, cancelled,
+               worker.backend(plan.backend, plan.actors)).run()
     except Cancelled:
         status = "cancelled"
     summary = experiment_summary(worker.db_url, job.experiment_id)
@@ -137,6 +143,20 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.current_job: int | None = None
+        self._ray = None  # the Ray backend's actors, kept across jobs: each holds its loaded models
+
+    def backend(self, name: str, actors: int = 0):
+        """Where this worker's experiments generate (core.pipeline.backends); Ray's actors outlive a job, and a
+        page that reruns never touches them: the worker owns them."""
+        from core.pipeline.backends import RayBackend, make_backend
+
+        if name != "ray":
+            return make_backend(name, self.pool)
+        if self._ray is None or (actors and self._ray.actors != actors):
+            if self._ray is not None:
+                self._ray.shutdown()
+            self._ray = RayBackend(actors)
+        return self._ray
 
     def requeue_interrupted(self) -> int:
         """Running jobs whose worker stopped beating, or whose process on this host has exited, go back to
@@ -251,6 +271,9 @@ class Worker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._ray is not None:
+            self._ray.shutdown()
+            self._ray = None
 
     @property
     def alive(self) -> bool:
