@@ -25,9 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fast_sampler import random_8b  # noqa: E402
 from core.generation.demo import build_bpe_tokenizer, build_tiny_checkpoint, training_texts  # noqa: E402
 from core.llada.loader import save_llada  # noqa: E402
-from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402
+from core.llada.model import LLaDAConfig  # noqa: E402
 from core.llada.tokenizer import EOS, MASK  # noqa: E402
 from core.pipeline import metrics  # noqa: E402
 from core.pipeline.backends import LocalBackend, RayBackend  # noqa: E402
@@ -52,12 +53,7 @@ def random_checkpoint(folder: Path, shape: str) -> Path:
     vocab = tokenizer.get_vocab()
     cfg = LLaDAConfig(vocab_size=len(tokenizer), embedding_size=len(tokenizer), mask_token_id=vocab[MASK],
                       eos_token_id=vocab[EOS], pad_token_id=vocab[EOS], max_sequence_length=8192)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LLaDA(cfg).to(torch.bfloat16)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.02)
+    model = random_8b(cfg)
     save_llada(model, folder, max_shard_bytes=2 << 30)
     tokenizer.save_pretrained(str(folder))
     del model

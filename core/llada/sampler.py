@@ -158,16 +158,22 @@ class SamplerParams:
             out.append("max_post_steps must be >= 0")
         if self.temperature < 0:
             out.append("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            out.append("top_p must be in (0, 1]")
-        if self.top_k < 0:
-            out.append("top_k must be >= 0 (0: off)")
+        out += self._filter_problems()
         defaults = SamplerParams()
         others = [f for f in ("cfg_scale", "remasking", "logits_eos_inf", "confidence_eos_eot_inf", "window",
                               "entropy_threshold", "alg", "alg_temp", "eps") if getattr(self, f) != getattr(defaults, f)]
         if others:
             out.append(f"{', '.join(others)} are not LLaDA 2.x's sampler's; it takes block_length, steps, threshold, "
                        "temperature, top_p, top_k, cache, early_stop, editing_threshold and max_post_steps")
+        return out
+
+    def _filter_problems(self) -> list[str]:
+        """top_p and top_k, which Dream's sampler and LLaDA 2.x's both take."""
+        out = []
+        if not 0 < self.top_p <= 1:
+            out.append("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            out.append("top_k must be >= 0 (0: off)")
         return out
 
     def _dream_problems(self) -> list[str]:
@@ -182,10 +188,7 @@ class SamplerParams:
             out.append(f"alg must be one of {', '.join(DREAM_ALGS)}")
         if self.alg_temp < 0:
             out.append("alg_temp must be >= 0")
-        if not 0 < self.top_p <= 1:
-            out.append("top_p must be in (0, 1]")
-        if self.top_k < 0:
-            out.append("top_k must be >= 0 (0: off)")
+        out += self._filter_problems()
         if not 0 < self.eps < 1:
             out.append("eps must be in (0, 1)")
         if self.block_length != self.gen_length:
