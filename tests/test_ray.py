@@ -3,6 +3,7 @@ unit; cancel; a killed actor's unit run again; a killed coordinator resumed on t
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,10 +98,15 @@ def actors():
 
 
 def test_ray_actors_store_what_the_single_worker_stores(tiny_plan, single_worker, db_url, actors, pool):
-    runner = Runner(find_or_create(tiny_plan(DEMO_ID, name="ray", **PLAN), db_url), pool, db_url, backend=actors)
+    reports = []
+    runner = Runner(find_or_create(tiny_plan(DEMO_ID, name="ray", **PLAN), db_url), pool, db_url,
+                    progress=lambda fraction, message: reports.append((fraction, message)), backend=actors)
     runner.run()
     assert outputs(db_url) == single_worker
     assert sorted(runner.batches_by_actor) == [0, 1]  # both actors generated
+    # The progress line adds the actors up: every batch counted once, the last report at 100%.
+    counts = re.search(r"Ray, 2 actors \((\d+)/(\d+) batches\)", reports[-1][1]).groups()
+    assert sum(map(int, counts)) == len(reports) and reports[-1][0] == 1.0
 
 
 def test_cancel_stops_handing_out_units_and_a_rerun_finishes(tiny_plan, single_worker, db_url, actors, pool):
