@@ -85,7 +85,8 @@ LLADA2 = Family(
     "committed.", ("inclusionAI/LLaDA2.0-mini", "inclusionAI/LLaDA2.1-mini"), "32,768 tokens",
     ("llada2", "llada21-quality", "llada21-speed"), ("block",), "its own block sampler: an llada2* preset (mode "
     "'block')", {"mask": "<|mask|>", "eos": "<|endoftext|>", "eot": "<|role_end|>"}, architecture="moe",
-    no_fast="LLaDA 2.x decodes with its own block sampler, whose block cache is exact")
+    no_fast="LLaDA 2.x decodes with its own block sampler, which has its own threshold, EOS early stop and an "
+    "exact block cache")
 FAMILIES = {f.name: f for f in (LLADA, ILLADA, DREAM, LLADA_MOE, LLADA2)}
 BY_CHECKPOINT = {hub_id: family for family in FAMILIES.values() for hub_id in family.checkpoints}
 # Checkpoints whose papers decode them otherwise than their family's first preset.

@@ -146,11 +146,14 @@ class RayBackend:
         # Ray restarts a dead actor and runs its unfinished unit again on it.
         remote = ray.remote(GenerationActor).options(max_restarts=3, max_task_retries=3, **resources)
         self.handles = [remote.remote() for _ in range(self.actors)]
+        self._facts: dict[str, ModelFacts] = {}
 
     def generator(self, model_id: str):
         """What the runner reads of a model besides its generations: its facts and its tokenizer's counts,
         here without loading the weights (the actors hold those)."""
-        return ModelFacts(self.ray.get(self.handles[0].info.remote(model_id)), model_id)
+        if model_id not in self._facts:
+            self._facts[model_id] = ModelFacts(self.ray.get(self.handles[0].info.remote(model_id)), model_id)
+        return self._facts[model_id]
 
     def pids(self) -> list[int]:
         return self.ray.get([h.pid.remote() for h in self.handles])
