@@ -134,3 +134,38 @@ def test_a_killed_actor_is_restarted_and_its_unit_runs_again(tiny_plan, single_w
            progress=kill_once, backend=actors).run()
     assert victim not in actors.pids()  # Ray started a new process in its place
     assert outputs(db_url) == single_worker
+
+
+def test_an_actor_that_runs_out_of_memory_halves_its_batch_and_says_so_in_the_progress_line(
+        tiny_plan, single_worker, db_url, pool, monkeypatch):
+    """The halving happens inside each actor's generator; what it says travels with the unit's result to the
+    coordinator's progress line. Here an actor object is run in this process, its GPU playing short of memory."""
+    import torch
+
+    from core.generation.generator import LLaDAGenerator
+    from core.pipeline.backends import Done, GenerationActor
+
+    real = LLaDAGenerator._generate
+
+    def small_gpu(self, encoded, *args):
+        if len(encoded) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, encoded, *args)
+
+    monkeypatch.setattr(LLaDAGenerator, "_generate", small_gpu)
+    actor = GenerationActor()
+
+    class InProcess(LocalBackend):
+        name, actors = "ray", 1
+
+        def run(self, units, cancelled):
+            for unit in units:
+                generations, notes, _pid = actor.generate(unit)
+                yield Done(unit, generations, notes, 0)
+
+    reports = []
+    Runner(find_or_create(tiny_plan(DEMO_ID, name="halved", **PLAN), db_url), pool, db_url,
+           progress=lambda fraction, message: reports.append(message), backend=InProcess(pool)).run()
+    assert outputs(db_url) == single_worker  # a batch of one gives the batch's outputs
+    assert all(m.endswith("GPU out of memory at batch 2: going on at batch 1") for m in reports)
+    assert all("Ray, 1 actors (" in m for m in reports)

@@ -298,6 +298,7 @@ class Runner:
         self.backend = backend or make_backend(self.plan.backend, pool, self.plan.actors)
         self.generated_tokens = 0
         self.batches_by_actor: dict[int, int] = {}
+        self.last_note = ""  # the latest a generator said (a halved batch), shown until another
 
     def _run_row(self, config: RunSpec, generator) -> int:
         with session_scope(self.db_url) as session:
@@ -390,8 +391,9 @@ class Runner:
                 self._write(run_id, config, condition, samples, prompts, generations, cuts, originals, generator)
                 stored[condition].update({s.source_id: g.text for s, g in zip(samples, generations)})
                 self.batches_by_actor[finished.actor] = self.batches_by_actor.get(finished.actor, 0) + 1
+                self.last_note = (finished.notes or [self.last_note])[-1]
                 done += len(samples)
-                self._report(done, total, started, config, condition, finished.notes)
+                self._report(done, total, started, config, condition)
         return done
 
     def _prompt(self, condition: str, config: RunSpec, sample: datasets.Sample, cuts: dict, stored: dict,
@@ -419,8 +421,7 @@ class Runner:
                 item.conditions.append(row)
             session.flush()
 
-    def _report(self, done: int, total: int, started: float, config: RunSpec, condition: str,
-                notes: list[str]) -> None:
+    def _report(self, done: int, total: int, started: float, config: RunSpec, condition: str) -> None:
         elapsed = time.perf_counter() - started
         eta = elapsed / max(done, 1) * (total - done)
         actors = ""
@@ -430,7 +431,7 @@ class Runner:
         self.say(done / total, f"{done}/{total} · {config.model} · {config.compressor} {config.ratio:g}x · "
                                f"seed {config.seed} · {condition} · ETA {eta:.0f} s · "
                                f"{self.generated_tokens / max(elapsed, 1e-9):.0f} tokens/s{actors}"
-                               + (f" · {notes[-1]}" if notes else ""))
+                               + (f" · {self.last_note}" if self.last_note else ""))
 
     def summary(self) -> dict:
         return experiment_summary(self.db_url, self.experiment_id)
