@@ -16,10 +16,9 @@ at ``COMPRESSLENS_RAY_ADDRESS``.
 from __future__ import annotations
 
 import os
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from core.errors import UserError
 from core.llada.sampler import SamplerParams
@@ -75,7 +74,7 @@ class LocalBackend:
     def generator(self, model_id: str):
         return self.pool.generator(model_id)
 
-    def run(self, units: list[Unit], cancelled: Callable[[], bool]) -> Iterator[Done]:
+    def run(self, units: Iterable[Unit], cancelled: Callable[[], bool]) -> Iterator[Done]:
         for unit in units:
             if cancelled():
                 raise Cancelled
@@ -165,14 +164,20 @@ class RayBackend:
     def peak_memory(self) -> list[int | None]:
         return self.ray.get([h.peak_memory.remote() for h in self.handles])
 
-    def run(self, units: list[Unit], cancelled: Callable[[], bool]) -> Iterator[Done]:
-        """Each free actor takes the next unit; results come back as they are done. Once ``cancelled()``, no unit
-        is handed out, those running finish and are yielded, then Cancelled."""
+    def run(self, units: Iterable[Unit], cancelled: Callable[[], bool]) -> Iterator[Done]:
+        """Each free actor takes the next unit (made when it is taken); results come back as they are done. Once
+        ``cancelled()``, no unit is handed out, those running finish and are yielded, then Cancelled."""
         ray = self.ray
-        queue, free, pending = deque(units), list(range(len(self.handles))), {}
-        while queue or pending:
-            while free and queue and not cancelled():
-                actor, unit = free.pop(), queue.popleft()
+        queue, free, pending, stopped = iter(units), list(range(len(self.handles))), {}, False
+        while True:
+            while free and not stopped:
+                unit = next(queue, None)
+                if unit is None:
+                    break
+                if cancelled():
+                    stopped = True
+                    break
+                actor = free.pop()
                 pending[self.handles[actor].generate.remote(unit)] = (actor, unit)
             if not pending:
                 break
@@ -184,7 +189,7 @@ class RayBackend:
             except ray.exceptions.RayTaskError as exc:  # the generator's own error, e.g. a prompt too long
                 raise exc.as_instanceof_cause() from None
             yield Done(unit, generations, notes, actor)
-        if queue:
+        if stopped:
             raise Cancelled
 
     def shutdown(self) -> None:

@@ -359,11 +359,11 @@ class Runner:
         stored = {condition: self._stored(run_id, condition) for condition in config.conditions}
         done += sum(len(texts) for texts in stored.values())
         cuts: dict[str, compressors.Compression] = {}
-        # Condition by condition, as a reconstruction's answer reads the reconstruction; within one, every batch
-        # is a unit of its own that the backend may run beside the others.
-        for condition in config.conditions:
-            units: list[Unit] = []
-            rows_of: dict[int, tuple[list, list[str]]] = {}
+
+        def units_of(condition: str, rows_of: dict):
+            """The condition's batches as units, each compressed when the backend asks for it, so compression runs
+            beside generation and a cancel is heard between batches."""
+            index = 0
             for start in range(0, len(self.samples), self.plan.batch_size):
                 todo = [s for s in self.samples[start:start + self.plan.batch_size]
                         if s.source_id not in stored[condition]]
@@ -380,10 +380,17 @@ class Runner:
                 for task in sorted({s.task for s in todo}):
                     rows = [i for i, s in enumerate(todo) if s.task == task]
                     params = self.plan.generation_params(config.model, task, condition)
-                    unit = Unit(len(units), config.model, condition, [prompts[i] for i in rows],
+                    unit = Unit(index, config.model, condition, [prompts[i] for i in rows],
                                 [canvases[i] for i in rows], params.to_dict(), config.seed)
-                    units.append(unit)
-                    rows_of[unit.index] = ([todo[i] for i in rows], unit.prompts)
+                    rows_of[index] = ([todo[i] for i in rows], unit.prompts)
+                    index += 1
+                    yield unit
+
+        # Condition by condition, as a reconstruction's answer reads the reconstruction; within one, every batch
+        # is a unit of its own that the backend may run beside the others.
+        for condition in config.conditions:
+            rows_of: dict[int, tuple[list, list[str]]] = {}
+            units = units_of(condition, rows_of)
             for finished in self.backend.run(units, self.cancelled):
                 samples, prompts = rows_of[finished.unit.index]
                 generations = finished.generations
