@@ -70,8 +70,8 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
     device = prompt.device
     L = block_length
     real_prompt = torch.ones_like(prompt) if attention_mask is None else attention_mask.long()
-    pad = P - real_prompt.sum(dim=1)  # each row's left padding; its own position 0 is canvas position pad
     own_prompt = real_prompt.sum(dim=1)
+    pad = P - own_prompt  # each row's left padding; its own position 0 is canvas position pad
     first_block = own_prompt // L
     blocks = (own_prompt + gen_length + L - 1) // L - first_block  # answer blocks per row (one more or not)
     width = P + gen_length + 2 * L  # room for the last block, and for a finished row's idle span
@@ -80,7 +80,8 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
     answer = torch.zeros_like(x, dtype=torch.bool)
     answer[:, P:] = True
     real = torch.cat([real_prompt.bool(), torch.ones(B, width - P, dtype=torch.bool, device=device)], dim=1)
-    own = torch.arange(width, device=device) - pad[:, None]  # each row's own positions (negative on padding)
+    # Each row's own positions; padding, hidden from every query, sits at 0.
+    own = (torch.arange(width, device=device) - pad[:, None]).clamp(min=0)
     settled_step = torch.zeros(B, width, dtype=torch.long, device=device)
     settled_prob = torch.zeros(B, width, dtype=torch.float32, device=device)
     stopped = torch.zeros(B, dtype=torch.bool, device=device)
@@ -111,7 +112,7 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
                     break
             elif not masked.any():
                 break
-            logits = _block_logits(model, x, real, own, pad, span, L, j, step, window_end, kv, trace)
+            logits = _block_logits(model, x, real, own, span, L, j, step, window_end, kv, trace)
             x0, p = propose(logits, temperature, top_p, top_k, rng)
             n = per_step[min(step, len(per_step) - 1)]
             conf = torch.where(masked, p, -torch.inf)
@@ -125,9 +126,10 @@ def generate(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None = 
             change = commit | edit
             step += 1
             step_count += 1
-            x[rows.expand_as(span)[change], span[change]] = x0[change]
-            settled_step[rows.expand_as(span)[change], span[change]] = step_count
-            settled_prob[rows.expand_as(span)[change], span[change]] = p[change]
+            where = rows.expand_as(span)[change], span[change]
+            x[where] = x0[change]
+            settled_step[where] = step_count
+            settled_prob[where] = p[change]
             left = ((x.gather(1, span) == mask_id) & is_answer).any(dim=1)
             done |= ~left & ~change.any(dim=1) if editing else ~left
             if eos_early_stop and not editing:
@@ -155,7 +157,7 @@ def _answer_ended(x: torch.Tensor, answer: torch.Tensor, mask_id: int, eos_id: i
     return is_eos.any(dim=1) & ~masks_before
 
 
-def _block_logits(model, x, real, own, pad, span, L, j, step, window_end, kv, trace) -> torch.Tensor:
+def _block_logits(model, x, real, own, span, L, j, step, window_end, kv, trace) -> torch.Tensor:
     """(B, L, V): the current block's logits. Without a cache, one forward over the window; with it, the whole
     window on the first block's first step (filling the cache), then the current block alone, the block before
     it included on a block's first step."""
@@ -166,17 +168,17 @@ def _block_logits(model, x, real, own, pad, span, L, j, step, window_end, kv, tr
             logits = model(x[:, window], attention_mask=real[:, window].long(), block_length=L)
         else:
             index = torch.arange(window_end, device=x.device).expand(B, -1)
-            mask = block_causal_mask(own[:, window].clamp(min=0), own.clamp(min=0), real, L)
-            logits = model.forward_cached(x[:, window], own[:, window].clamp(min=0), index, mask, kv)
-        if trace is not None:
-            trace.positions += real[:, :window_end].sum(dim=1)
-            trace.forward_calls += 1
-        return logits.gather(1, span[:, :, None].expand(-1, -1, logits.shape[-1]))
-    index = torch.cat([span - L, span], dim=1) if step == 0 else span
-    positions = own.gather(1, index)
-    mask = block_causal_mask(positions, own.clamp(min=0), real, L)
-    logits = model.forward_cached(x.gather(1, index), positions, index, mask, kv, logits_from=index.shape[1] - L)
+            logits = model.forward_cached(x[:, window], own[:, window], index,
+                                          block_causal_mask(own[:, window], own, real, L), kv)
+        computed = real[:, :window_end].sum(dim=1)
+        logits = logits.gather(1, span[:, :, None].expand(-1, -1, logits.shape[-1]))
+    else:
+        index = torch.cat([span - L, span], dim=1) if step == 0 else span
+        positions = own.gather(1, index)
+        logits = model.forward_cached(x.gather(1, index), positions, index, block_causal_mask(positions, own, real, L),
+                                      kv, logits_from=index.shape[1] - L)
+        computed = index.shape[1]
     if trace is not None:
-        trace.positions += index.shape[1]
+        trace.positions += computed
         trace.forward_calls += 1
     return logits

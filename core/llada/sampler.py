@@ -181,7 +181,6 @@ class SamplerParams:
         dream_fields = ("alg", "alg_temp", "top_p", "top_k", "eps")
         if self.mode != "dream":
             changed = [f for f in dream_fields if getattr(self, f) != getattr(defaults, f)]
-            changed = changed if self.mode != "block" else []
             return [f"{', '.join(changed)} belong to Dream's sampler (mode 'dream')"] if changed else []
         out = []
         if self.alg not in DREAM_ALGS:
