@@ -114,8 +114,8 @@ def ray_module():
     return ray
 
 
-def connect(ray) -> str:
-    """Joins the cluster at COMPRESSLENS_RAY_ADDRESS, else starts Ray on this machine; returns which."""
+def connect(ray) -> None:
+    """Joins the cluster at COMPRESSLENS_RAY_ADDRESS, else starts Ray on this machine."""
     address = os.environ.get("COMPRESSLENS_RAY_ADDRESS", "").strip() or None
     if not ray.is_initialized():
         if address:
@@ -128,7 +128,6 @@ def connect(ray) -> str:
                      ignore_reinit_error=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"Could not reach Ray at {address or 'this machine'}: {exc}") from None
-    return address or "this machine"
 
 
 class RayBackend:
@@ -138,7 +137,7 @@ class RayBackend:
 
     def __init__(self, actors: int = 0):
         ray = self.ray = ray_module()
-        self.where = connect(ray)
+        connect(ray)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.actors = actors or gpus or 2
         resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
@@ -214,16 +213,16 @@ class ModelFacts:
 
 def load_tokenizer(model_id: str):
     """A model's tokenizer alone: what the coordinator needs to count tokens and place infill masks."""
-    from core.generation import ar, demo, smol_diffusion
+    from core.generation import ar
     from core.llada import loader
+    from core.pipeline.service import diffusion_dir, is_control
 
-    shipped = demo.is_demo(model_id) or smol_diffusion.is_smol(model_id)
-    if not shipped and ar.is_autoregressive(model_id):
+    if is_control(model_id):
         from transformers import AutoTokenizer
 
         folder, gguf = ar.resolve(model_id)
         return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf)
-    return loader.load_tokenizer(smol_diffusion.resolve(demo.resolve(model_id)))
+    return loader.load_tokenizer(diffusion_dir(model_id))
 
 
 def make_backend(name: str, pool, actors: int = 0):

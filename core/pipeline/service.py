@@ -107,6 +107,20 @@ def _as_bool(value) -> bool:
     raise ValueError(f"{value!r} is not true or false")
 
 
+def is_control(model_id: str) -> bool:
+    """Whether a model runs as the autoregressive control; CompressLens's own models never do."""
+    from core.generation import ar, demo, smol_diffusion
+
+    return not (demo.is_demo(model_id) or smol_diffusion.is_smol(model_id)) and ar.is_autoregressive(model_id)
+
+
+def diffusion_dir(model_id: str) -> str:
+    """A diffusion model's folder or hub id: CompressLens's own models by their ids, any other as given."""
+    from core.generation import demo, smol_diffusion
+
+    return smol_diffusion.resolve(demo.resolve(model_id))
+
+
 class ModelPool:
     """Owns loaded models across jobs: loading LLaDA-8B takes long, so it happens once."""
 
@@ -121,12 +135,11 @@ class ModelPool:
             if model_id not in self._generators:
                 from core.generation import ar, demo, smol_diffusion
 
-                shipped = demo.is_demo(model_id) or smol_diffusion.is_smol(model_id)
-                if not shipped and ar.is_autoregressive(model_id):
+                if is_control(model_id):
                     generator = ar.ARGenerator(model_id, self.device)
                 else:
-                    generator = LLaDAGenerator(smol_diffusion.resolve(demo.resolve(model_id)), self.device)
-                if shipped:
+                    generator = LLaDAGenerator(diffusion_dir(model_id), self.device)
+                if demo.is_demo(model_id) or smol_diffusion.is_smol(model_id):
                     generator.info.model_id = model_id
                     note = demo.demo_note if demo.is_demo(model_id) else smol_diffusion.note
                     generator.info.notes.append(note(generator.info.parameters))
