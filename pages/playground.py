@@ -155,7 +155,7 @@ def dream_parameters(base: SamplerParams, disabled: bool) -> dict:
 
 def block_parameters(base: SamplerParams, disabled: bool) -> dict:
     c = st.columns(6)
-    editing = c[1].checkbox("editing (LLaDA2.1)", value=base.editing_threshold >= 0, disabled=disabled,
+    editing = c[1].checkbox("editing (2.1)", value=base.editing_threshold >= 0, disabled=disabled,
                             help="LLaDA2.1 may replace an answer token of the current block it has committed")
     return dict(
         mode="block",
@@ -167,7 +167,7 @@ def block_parameters(base: SamplerParams, disabled: bool) -> dict:
                                                   disabled=disabled or not editing)) if editing else -1.0,
         max_post_steps=int(c[3].number_input("max_post_steps", value=base.max_post_steps, min_value=0, step=1,
                                              disabled=disabled or not editing)),
-        cache="block" if c[4].checkbox("block cache (exact)", value=base.cache == "block", disabled=disabled,
+        cache="block" if c[4].checkbox("exact cache", value=base.cache == "block", disabled=disabled,
                                        help="keeps finished blocks' keys and values: the same tokens, less compute")
         else "none",
         early_stop=c[5].checkbox("EOS early stop", value=base.early_stop, disabled=disabled),

@@ -350,7 +350,7 @@ def test_the_playground_shows_llada2_s_card_and_runs_its_block_sampler(llada2_di
     next(n for n in at.number_input if n.label == "gen_length").set_value(24)
     next(n for n in at.number_input if n.label == "block_length").set_value(8)
     next(n for n in at.number_input if n.label == "steps").set_value(8)
-    next(c for c in at.checkbox if c.label == "editing (LLaDA2.1)").check()
+    next(c for c in at.checkbox if c.label == "editing (2.1)").check()
     at.run()
     next(n for n in at.number_input if n.label == "editing_threshold").set_value(0.5)
     at.text_area(key="prompt").input("Tom has 3 apples and buys 5 more. How many apples does he have?")
