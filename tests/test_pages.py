@@ -259,7 +259,7 @@ def test_offline_default_is_the_smollm2_diffusion_model_and_the_page_says_so(db_
     assert not any(e.label.startswith("Model card") for e in at.expander)
     assert any(c.value.startswith("One of CompressLens's own small models") for c in at.caption)
     assert at.selectbox[0].value == "wordproblems"  # the default source: word problems it never trained on
-    at.number_input[0].set_value(6)  # a problem it answers (about one in five)
+    at.number_input[0].set_value(6)  # a problem it answers (of about seven in ten)
     next(b for b in at.button if b.label == "Sample").click()
     at.run()
     assert at.session_state["prompt"].startswith(TASK_INSTRUCTIONS["math"])
@@ -269,7 +269,7 @@ def test_offline_default_is_the_smollm2_diffusion_model_and_the_page_says_so(db_
     at.run()
     assert state["status"] == "done", state
     warnings = [w.value for w in at.warning]
-    assert warnings[0].startswith("Sampler: fast, APPROXIMATE (dual cache, threshold 0.9, EOS early stop)")
+    assert warnings[0].startswith("Sampler: fast, APPROXIMATE (dual cache, threshold 0.95, EOS early stop)")
     assert any(w.startswith("SmolLM2 diffusion model: SmolLM2-135M-Instruct (135M parameters) converted by "
                             "CompressLens") and "far below LLaDA-8B's level" in w for w in warnings)
     verdicts = [t.value for t in at.text if t.value.startswith("Extracted answer")]
