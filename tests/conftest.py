@@ -40,8 +40,8 @@ BOTH_BACKENDS = {"test_db", "test_experiments", "test_worker", "test_review", "t
 def pytest_generate_tests(metafunc):
     if "db_backend" in metafunc.fixturenames:
         module = metafunc.module.__name__.rsplit(".", 1)[-1]
-        metafunc.parametrize("db_backend", ["sqlite", "postgresql"] if POSTGRES and module in BOTH_BACKENDS
-                             else ["sqlite"])
+        both = POSTGRES and module in BOTH_BACKENDS and not metafunc.definition.get_closest_marker("sqlite_only")
+        metafunc.parametrize("db_backend", ["sqlite", "postgresql"] if both else ["sqlite"])
 
 
 @pytest.fixture

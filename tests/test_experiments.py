@@ -105,6 +105,7 @@ def test_export_csv_and_jsonl(tiny_plan, tiny_checkpoint, db_url, capsys):
     assert "No experiment #99" in capsys.readouterr().err
 
 
+@pytest.mark.sqlite_only
 def test_killed_experiment_resumes_without_duplicates_or_losses(tiny_plan, tiny_checkpoint, db_url, tmp_path):
     plan = tiny_plan(tiny_checkpoint, n_prompts=4, batch_size=1)
     plan_file = tmp_path / "plan.json"

@@ -180,6 +180,7 @@ def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_job_to_the_new_w
     assert state["status"] == "running" and state["message"] == "Starting" and state["progress"] == 0.0
 
 
+@pytest.mark.sqlite_only
 def test_a_worker_process_killed_mid_experiment_is_replaced_and_the_experiment_finishes_once(tiny_plan,
                                                                                             tiny_checkpoint, db_url):
     import os
