@@ -111,6 +111,27 @@ def tiny_plan():
 
 
 @pytest.fixture(scope="session")
+def demo_generator():
+    from core.generation import demo
+    from core.generation.generator import LLaDAGenerator
+
+    return LLaDAGenerator(str(demo.DEMO_DIR), "cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_heldout(demo_generator):
+    """16 held-out problems and the demo model's reference-loop answers to them, for the tests that compare with
+    that loop (the reference is the suite's costliest evaluation on the demo model, so it runs once)."""
+    from core.data import mathgen
+    from core.llada.sampler import PRESETS
+    from core.pipeline.math_eval import evaluate
+
+    problems = mathgen.generate(16, "heldout", seed=0)
+    questions, answers = [p.question for p in problems], [p.answer for p in problems]
+    return questions, answers, evaluate(demo_generator, questions, answers, PRESETS["small"][1], batch_size=16)
+
+
+@pytest.fixture(scope="session")
 def model_pool():
     """One model pool for the modules that share models: the packaged SmolLM2 control takes long to load."""
     from core.pipeline.service import ModelPool

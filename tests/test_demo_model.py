@@ -9,14 +9,12 @@ import torch
 
 from core.data import mathgen
 from core.generation import demo
-from core.generation.generator import LLaDAGenerator
 from core.llada.loader import INDEX_FILE, load_llada
 from core.llada.model import LLaDA
 from core.llada.sampler import PRESETS
 from core.pipeline.math_eval import evaluate
 from core.pipeline.service import CompareRequest, default_model, default_preset, default_source
 
-SAMPLE = 16
 
 
 def test_generator_is_seeded_and_splits_share_no_instance():
@@ -75,11 +73,6 @@ def test_without_the_smollm2_package_the_demo_model_is_the_offline_default_and_s
     assert "Demo model" in note and "1 of 1,467 of LLaDA-8B" in note
 
 
-@pytest.fixture(scope="module")
-def demo_generator():
-    return LLaDAGenerator(str(demo.DEMO_DIR), "cpu")
-
-
 def test_demo_model_loads_in_a_fresh_process_and_answers_in_its_preset_length(demo_generator):
     """Its load and answer times are figures of bench/demo_model.py, not assertions: they depend on the machine."""
     code = ("import torch; torch.set_num_threads(2); from core.generation.generator import LLaDAGenerator;"
@@ -93,13 +86,10 @@ def test_demo_model_loads_in_a_fresh_process_and_answers_in_its_preset_length(de
 
 
 @pytest.mark.slow
-def test_demo_model_solves_heldout_problems_and_compression_hurts(demo_generator):
-    problems = mathgen.generate(SAMPLE, "heldout", seed=0)
-    questions, answers = [p.question for p in problems], [p.answer for p in problems]
-    params = PRESETS["small"][1]
-    original = evaluate(demo_generator, questions, answers, params, batch_size=SAMPLE)
-    dropped = evaluate(demo_generator, questions, answers, params, compressor="random", ratio=2.0,
-                       batch_size=SAMPLE)
+def test_demo_model_solves_heldout_problems_and_compression_hurts(demo_generator, demo_heldout):
+    questions, answers, original = demo_heldout
+    dropped = evaluate(demo_generator, questions, answers, PRESETS["small"][1], compressor="random", ratio=2.0,
+                       batch_size=len(questions))
     assert original.accuracy >= 0.90
     assert original.accuracy - dropped.accuracy >= 0.30
     assert abs(dropped.achieved_ratio - 2.0) < 0.2

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from core.data import mathgen
 from core.generation import demo
 from core.generation.generator import LLaDAGenerator
 from core.llada import fast, sampler
@@ -124,17 +123,15 @@ def test_confident_keeps_the_best_of_each_row_with_masks():
 
 
 @pytest.mark.slow
-def test_window_and_early_stop_on_the_demo_model():
+def test_window_and_early_stop_on_the_demo_model(demo_generator, demo_heldout):
     """The trained demo model ends its answers with EOS: early stop saves the tail's forward passes
     and, with dual cache and a threshold, keeps the answers of the reference loop."""
-    generator = LLaDAGenerator(str(demo.DEMO_DIR), "cpu")
-    problems = mathgen.generate(12, "heldout", seed=1)
-    questions, answers = [p.question for p in problems], [p.answer for p in problems]
-    reference = evaluate(generator, questions, answers, PRESETS["small"][1], batch_size=12)
-    fastest = evaluate(generator, questions, answers, PRESETS["small-fast"][1], batch_size=12)
+    generator = demo_generator
+    questions, answers, reference = demo_heldout
+    fastest = evaluate(generator, questions, answers, PRESETS["small-fast"][1], batch_size=16)
     assert fastest.accuracy >= reference.accuracy - 0.1
     windowed = evaluate(generator, questions, answers,
-                        SamplerParams(64, 64, 8, mode="fast", window=8, early_stop=True), batch_size=12)
+                        SamplerParams(64, 64, 8, mode="fast", window=8, early_stop=True), batch_size=16)
     assert windowed.accuracy >= reference.accuracy - 0.1
     calls = generator.generate(questions[:4], PRESETS["small-fast"][1], seed=0)[0].forward_calls
     assert calls < 64 / 2  # threshold and early stop: far fewer passes than one per token
