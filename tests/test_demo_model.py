@@ -16,7 +16,6 @@ from core.pipeline.math_eval import evaluate
 from core.pipeline.service import CompareRequest, default_model, default_preset, default_source
 
 
-
 def test_generator_is_seeded_and_splits_share_no_instance():
     train = mathgen.generate(3000, "train", seed=0)
     heldout = mathgen.generate(500, "heldout", seed=0)
