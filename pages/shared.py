@@ -14,6 +14,7 @@ from sqlalchemy import select
 from core import accounts, paths, render
 from core.pipeline import infill
 from core.pipeline.conditions import RECONSTRUCTIONS
+from core.pipeline.service import is_shipped
 from core.errors import UserError
 from core.pipeline.worker import Worker, in_process_worker
 from db.models import Experiment
@@ -75,10 +76,9 @@ def app_url() -> str:
 def model_card(model_id: str, family) -> None:
     """What a model's diffusion family is, its context, the presets that match its papers, and which fast modes
     apply; ``family`` None: a model of no family known here."""
-    from core.generation import demo, smol_diffusion
     from core.llada.sampler import PRESETS
 
-    if demo.is_demo(model_id) or smol_diffusion.is_smol(model_id):
+    if is_shipped(model_id):
         st.caption("One of CompressLens's own small models, in LLaDA's layout: it decodes with LLaDA's sampler, every "
                    "fast mode applies, and its preset is the one it was measured with.")
         return

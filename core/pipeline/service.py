@@ -107,11 +107,18 @@ def _as_bool(value) -> bool:
     raise ValueError(f"{value!r} is not true or false")
 
 
+def is_shipped(model_id: str) -> bool:
+    """Whether a model id names one of CompressLens's own small models (the demo model, the SmolLM2 one)."""
+    from core.generation import demo, smol_diffusion
+
+    return demo.is_demo(model_id) or smol_diffusion.is_smol(model_id)
+
+
 def is_control(model_id: str) -> bool:
     """Whether a model runs as the autoregressive control; CompressLens's own models never do."""
-    from core.generation import ar, demo, smol_diffusion
+    from core.generation import ar
 
-    return not (demo.is_demo(model_id) or smol_diffusion.is_smol(model_id)) and ar.is_autoregressive(model_id)
+    return not is_shipped(model_id) and ar.is_autoregressive(model_id)
 
 
 def diffusion_dir(model_id: str) -> str:
@@ -139,7 +146,7 @@ class ModelPool:
                     generator = ar.ARGenerator(model_id, self.device)
                 else:
                     generator = LLaDAGenerator(diffusion_dir(model_id), self.device)
-                if demo.is_demo(model_id) or smol_diffusion.is_smol(model_id):
+                if is_shipped(model_id):
                     generator.info.model_id = model_id
                     note = demo.demo_note if demo.is_demo(model_id) else smol_diffusion.note
                     generator.info.notes.append(note(generator.info.parameters))
@@ -212,10 +219,9 @@ def default_preset(model_id: str) -> str:
 
 def model_family(model_id: str):
     """The diffusion family of a model id as the pages name it (the shipped models are LLaDAs), or None."""
-    from core.generation import demo, smol_diffusion
     from core.llada import families, loader
 
-    if demo.is_demo(model_id) or smol_diffusion.is_smol(model_id):
+    if is_shipped(model_id):
         return families.LLADA
     return loader.family_of(model_id) if model_id else None
 
