@@ -126,14 +126,13 @@ def test_confident_keeps_the_best_of_each_row_with_masks():
 def test_window_and_early_stop_on_the_demo_model(demo_generator, demo_heldout):
     """The trained demo model ends its answers with EOS: early stop saves the tail's forward passes
     and, with dual cache and a threshold, keeps the answers of the reference loop."""
-    generator = demo_generator
     questions, answers, reference = demo_heldout
-    fastest = evaluate(generator, questions, answers, PRESETS["small-fast"][1], batch_size=16)
+    fastest = evaluate(demo_generator, questions, answers, PRESETS["small-fast"][1], batch_size=len(questions))
     assert fastest.accuracy >= reference.accuracy - 0.1
-    windowed = evaluate(generator, questions, answers,
-                        SamplerParams(64, 64, 8, mode="fast", window=8, early_stop=True), batch_size=16)
+    windowed = evaluate(demo_generator, questions, answers,
+                        SamplerParams(64, 64, 8, mode="fast", window=8, early_stop=True), batch_size=len(questions))
     assert windowed.accuracy >= reference.accuracy - 0.1
-    calls = generator.generate(questions[:4], PRESETS["small-fast"][1], seed=0)[0].forward_calls
+    calls = demo_generator.generate(questions[:4], PRESETS["small-fast"][1], seed=0)[0].forward_calls
     assert calls < 64 / 2  # threshold and early stop: far fewer passes than one per token
 
 
