@@ -116,18 +116,27 @@ def infill_score(generator, name: str, sentences: list[str]) -> None:
 def run(args) -> None:
     from core.generation.ar import ARGenerator
 
-    smol = LLaDAGenerator(smol_diffusion.resolve(args.model), args.device)
+    smol = LLaDAGenerator(smol_diffusion.resolve(args.model), args.device, getattr(torch, args.dtype) if args.dtype else None)
     models = [(args.name, smol)]
     if args.parent:
         models.append(("smollm2-parent", ARGenerator(PARENT, args.device)))
     default = PRESETS[smol_diffusion.SMOL_PRESET][1]
     # The reference loop and the fast candidates: the default is the fastest within 2 points of the reference.
     candidates = {"reference_block8": SamplerParams(64, 64, 8), "reference_block32": SamplerParams(64, 64, 32),
-                  "exact_fast_block8": SamplerParams(64, 64, 8, mode="fast"), "default": default}
-    for block in () if args.few_samplers else (8, 16, 32):
-        for threshold in (0.8, 0.9, 0.95):
+                  "exact_fast_block8": SamplerParams(64, 64, 8, mode="fast"),
+                  "exact_fast_block32": SamplerParams(64, 64, 32, mode="fast"), "default": default}
+    for block in (8, 16, 32):
+        for threshold in (0.0, 0.8, 0.9, 0.95, 0.99):
             candidates[f"dual_t{threshold}_block{block}"] = SamplerParams(
                 64, 64, block, mode="fast", cache="dual", threshold=threshold, early_stop=True)
+        for threshold in (0.9, 0.95):  # parallel decoding with no cache
+            candidates[f"nocache_t{threshold}_block{block}"] = SamplerParams(
+                64, 64, block, mode="fast", threshold=threshold, early_stop=True)
+    if args.samplers:
+        unknown = set(args.samplers.split(",")) - set(candidates)
+        if unknown:
+            raise SystemExit(f"unknown samplers {sorted(unknown)}; known: {', '.join(candidates)}")
+        candidates = {k: v for k, v in candidates.items() if k in args.samplers.split(",") or k == "default"}
     text_params = SamplerParams(128, 128, 32)
     text_fast = SamplerParams(**{**default.to_dict(), "gen_length": 128, "steps": 128, "block_length": 32})
     outputs: list[dict] = []
@@ -231,9 +240,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="default: the loader's (bfloat16 on a GPU); float32 is what a CPU runs")
     parser.add_argument("--model", default=smol_diffusion.SMOL_ID, help="the diffusion model's id or folder")
     parser.add_argument("--name", default="smollm2-diffusion", help="its name in the figures")
-    parser.add_argument("--few-samplers", action="store_true", help="free-form math at the reference and default only")
+    parser.add_argument("--samplers", default=None,
+                        help="free-form math at these samplers only, comma-separated (the default always runs)")
     parser.add_argument("--freeform", action="store_true")
     parser.add_argument("--heldout", type=int, default=0)
     parser.add_argument("--gsm8k", type=int, default=0)
