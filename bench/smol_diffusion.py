@@ -116,7 +116,8 @@ def infill_score(generator, name: str, sentences: list[str]) -> None:
 def run(args) -> None:
     from core.generation.ar import ARGenerator
 
-    smol = LLaDAGenerator(smol_diffusion.resolve(args.model), args.device, getattr(torch, args.dtype) if args.dtype else None)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    smol = LLaDAGenerator(smol_diffusion.resolve(args.model), args.device, dtype)
     models = [(args.name, smol)]
     if args.parent:
         models.append(("smollm2-parent", ARGenerator(PARENT, args.device)))
@@ -133,10 +134,10 @@ def run(args) -> None:
             candidates[f"nocache_t{threshold}_block{block}"] = SamplerParams(
                 64, 64, block, mode="fast", threshold=threshold, early_stop=True)
     if args.samplers:
-        unknown = set(args.samplers.split(",")) - set(candidates)
-        if unknown:
-            raise SystemExit(f"unknown samplers {sorted(unknown)}; known: {', '.join(candidates)}")
-        candidates = {k: v for k, v in candidates.items() if k in args.samplers.split(",") or k == "default"}
+        wanted = set(args.samplers.split(",")) | {"default"}
+        if wanted - set(candidates):
+            raise SystemExit(f"unknown samplers {sorted(wanted - set(candidates))}; known: {', '.join(candidates)}")
+        candidates = {k: v for k, v in candidates.items() if k in wanted}
     text_params = SamplerParams(128, 128, 32)
     text_fast = SamplerParams(**{**default.to_dict(), "gen_length": 128, "steps": 128, "block_length": 32})
     outputs: list[dict] = []
