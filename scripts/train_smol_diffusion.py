@@ -16,7 +16,8 @@ row (the head is tied, so the row is its output row too); everything else stays 
 Data (training sets only; nothing that evaluation reads): word problems from core.data.wordproblems
 (train split), arithmetic drills in the same answer format, GSM8K train with its calculator notes as equation chains, Dolly open-QA and
 OpenAssistant pairs, CNN/DailyMail validation articles with their highlights, and prompts
-compressed by random word drop with the instruction to restore them.
+compressed by random word drop with the instruction to restore them. From phase 5 (``--mixture``):
+word problems with an irrelevant sentence put in, and additions and subtractions that carry or borrow.
 
 Runs in calls of ``--minutes`` (the GPU machine's limit) that resume from ``--work``; the first
 call measures its speed and fixes the schedule's length to fill ``--budget-minutes`` in all.
@@ -52,18 +53,38 @@ from core.llada.model import LLaDA, LLaDAConfig  # noqa: E402
 
 EPS = 1e-3  # smallest masking probability, as in LLaDA's training code
 ROUND = 32  # row lengths are multiples of this, so batches come in a few shapes
-# Share of training tokens per kind of row.
 SAVE_SECONDS = 20  # kept free at the end of a call for writing the state and the adapter
+# Share of training tokens per kind of row (``--mixture`` changes it for one phase).
+# The last two kinds came with phase 5 and are off by default, so the earlier phases' recipe reads as it ran.
 MIXTURE = {"wordproblems": 0.38, "arithmetic": 0.16, "gsm8k": 0.10, "chat": 0.07, "summary": 0.08, "restore": 0.06,
-           "whole_chat": 0.07, "whole_text": 0.08}
+           "whole_chat": 0.07, "whole_text": 0.08, "distracted": 0.0, "carries": 0.0}
 MAX_ROW = {"wordproblems": 256, "arithmetic": 160, "gsm8k": 320, "chat": 448, "summary": 768, "restore": 384,
-           "whole_chat": 448, "whole_text": 256}
+           "whole_chat": 448, "whole_text": 256, "distracted": 288, "carries": 128}
 OPS = {"+": ("plus", "the sum of {a} and {b}", "add {b}"), "-": ("minus", "the difference between {a} and {b}",
                                                                 "subtract {b}"),
        "*": ("times", "the product of {a} and {b}", "multiply by {b}"), "/": ("divided by", "{a} divided by {b}",
                                                                              "divide by {b}")}
 ASK = ("What is {e}?", "Calculate {e}.", "Compute {e}.", "{e} = ?", "Work out {e}.", "What do you get for {e}?",
        "Find {e}.", "How much is {e}?")
+# Sentences whose number no step uses, on topics word problems rarely ask about (irrelevant context, as in
+# GSM-IC): phase 4's answers to people's problems often took such a number into a step.
+DISTRACTOR_FRAMES = (
+    ("{name} has lived in the same town for {n} years.", 2, 40), ("The building has {n} windows on the front.", 6, 80),
+    ("{name}'s grandmother turned {n} last spring.", 60, 95), ("The trip there takes about {n} minutes.", 5, 90),
+    ("There are {n} trees along the road outside.", 8, 300), ("{name} has a dog that is {n} years old.", 2, 14),
+    ("The nearest bus stop is {n} meters away.", 50, 900), ("{name} wears shoes of size {n}.", 4, 12),
+    ("The town library has {n} computers.", 6, 60), ("It rained on {n} days last month.", 2, 20),
+    ("{name}'s favorite TV show has {n} episodes.", 10, 250), ("The parking lot has room for {n} cars.", 20, 600),
+    ("{name} learned to swim at the age of {n}.", 4, 12), ("The school was built {n} years ago.", 10, 120),
+    ("The radio station plays {n} songs every hour.", 8, 20), ("{name}'s apartment is on floor {n}.", 2, 30),
+    ("The clock on the wall is {n} minutes fast.", 2, 15), ("There are {n} students in {name}'s class.", 15, 35),
+    ("{name} has {n} photos on the fridge.", 3, 40), ("The river near the town is {n} kilometers long.", 20, 900),
+    ("{name}'s phone number ends in {n}.", 10, 99), ("The museum has {n} paintings on display.", 40, 800),
+    ("{name} slept for {n} hours last night.", 6, 10), ("The team's coach has worked there for {n} years.", 2, 30),
+    ("The bakery on the corner opens at {n} o'clock.", 6, 9), ("{name}'s bike has {n} gears.", 3, 21),
+    ("A bird feeder in the yard gets about {n} visits a day.", 10, 90), ("The park has {n} benches.", 6, 70),
+    ("{name} has read {n} books this year.", 3, 60), ("The hallway is {n} steps long.", 20, 120),
+)
 
 
 class LoRALinear(nn.Module):
@@ -121,6 +142,48 @@ def operands(op: str, a: int | None, rng: random.Random) -> tuple[int, int] | No
     return None if b is None else (a, b)
 
 
+def asked(a: int, op: str, b: int, rng: random.Random) -> tuple[str, str]:
+    """One operation asked in symbols or words, answered as ``a<op>b=c`` and ``#### c``."""
+    value = int(eval(f"{a}{op}{b}"))  # noqa: S307 (our own digits and operator)
+    word, phrase, _ = OPS[op]
+    said = rng.choice((f"{a} {op} {b}", f"{a}{op}{b}", f"{a} {word} {b}", phrase.format(a=a, b=b)))
+    return rng.choice(ASK).format(e=said), f"{a}{op}{b}={value}\n#### {value}"
+
+
+def carry_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """Additions that carry and subtractions that borrow, on two- and three-digit numbers; subtraction twice as
+    often, since a wrong hundreds digit after a borrow (250-215=135) was phase 4's commonest wrong result."""
+    rng = random.Random(seed)
+    pairs = []
+    while len(pairs) < n:
+        op = rng.choice("+--")
+        a = rng.randint(10, rng.choice((99, 999)))
+        b = rng.randint(1, a) if op == "-" else rng.randint(10, min(999, 9999 - a))
+        units, tens = (a % 10, b % 10), (a // 10 % 10, b // 10 % 10)
+        carries = sum(units) >= 10 or sum(tens) >= 10 if op == "+" else units[0] < units[1] or tens[0] < tens[1]
+        if carries:
+            pairs.append(asked(a, op, b, rng))
+    return pairs
+
+
+def unit_of(frame: str) -> str:
+    """The word after a distractor frame's number ("students" in "There are {n} students ...")."""
+    after = frame.partition("{n}")[2].split()
+    return after[0].strip(".") if after else ""
+
+
+def with_distractor(question: str, rng: random.Random) -> str:
+    """The question with one irrelevant sentence put in among its sentences, before the last."""
+    name = rng.choice(wordproblems.NAMES)[0]
+    words = set(re.findall(r"[a-z]+", question.lower()))
+    # Not on the problem's own units: "There are 30 students" in a problem that counts students is not irrelevant.
+    frame, lo, hi = rng.choice([f for f in DISTRACTOR_FRAMES if unit_of(f[0]) not in words])
+    sentence = frame.format(name=name, n=rng.randint(lo, hi))
+    parts = re.split(r"(?<=[.!?])\s+", question.strip())
+    parts.insert(rng.randint(0, max(0, len(parts) - 1)), sentence)
+    return " ".join(parts)
+
+
 def arithmetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
     """Arithmetic drills in the word problems' answer format (``a<op>b=c`` lines, then ``#### N``): one operation
     asked in symbols or words, or a chain of two or three ("Start with 14, add 9, then multiply by 3")."""
@@ -130,10 +193,7 @@ def arithmetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
         if rng.random() < 0.7:
             op = rng.choice("+-*/")
             a, b = operands(op, None, rng)
-            value = eval(f"{a}{op}{b}")  # noqa: S307 (our own digits and operator)
-            word, phrase, _ = OPS[op]
-            said = rng.choice((f"{a} {op} {b}", f"{a}{op}{b}", f"{a} {word} {b}", phrase.format(a=a, b=b)))
-            pairs.append((rng.choice(ASK).format(e=said), f"{a}{op}{b}={int(value)}\n#### {int(value)}"))
+            pairs.append(asked(a, op, b, rng))
             continue
         value = rng.randint(2, 500)
         told, lines = [f"Start with {value}"], []
@@ -173,6 +233,9 @@ def build_texts(data: Path, seed: int, word_problem_seeds: int) -> dict[str, lis
     rng = random.Random(seed)
     with Pool() as pool:
         problems = [pair for batch in pool.map(word_problem_batch, range(word_problem_seeds)) for pair in batch]
+        # Problems of further seeds, so the distracted kind is not the plain kind with one sentence more.
+        extra = [pair for batch in pool.map(word_problem_batch, range(word_problem_seeds, word_problem_seeds + 15))
+                 for pair in batch]
     math_instruction = datasets.TASK_INSTRUCTIONS["math"]
     # Half with the app's math instruction, half bare: the Playground sends either.
     wordproblem_pairs = [(datasets.instructed(math_instruction, q) if rng.random() < 0.5 else q, a) for q, a in problems]
@@ -196,8 +259,12 @@ def build_texts(data: Path, seed: int, word_problem_seeds: int) -> dict[str, lis
     drills = arithmetic_pairs(300_000, seed + 1)
     equations = [" ".join(a.split("\n")[0] for _, a in drills[i:i + 12]) for i in range(0, 120_000, 12)]
     plain = [q for q, _ in problems[:40000]] + passages + [p for p, _ in chat] + equations
+    later = random.Random(seed + 2)  # the later kinds draw apart, leaving the earlier kinds' draws as they were
+    distracted = [(with_distractor(q, later), a) for q, a in extra]
+    distracted = [(datasets.instructed(math_instruction, q) if later.random() < 0.5 else q, a) for q, a in distracted]
     return {"wordproblems": wordproblem_pairs, "arithmetic": drills, "gsm8k": gsm8k, "chat": chat, "summary": summary, "restore": restore,
-            "whole_chat": wordproblem_pairs[:40000] + gsm8k + chat + summary, "whole_text": plain}
+            "whole_chat": wordproblem_pairs[:40000] + gsm8k + chat + summary, "whole_text": plain,
+            "distracted": distracted, "carries": carry_pairs(100_000, seed + 3)}
 
 
 class Rows:
@@ -225,9 +292,9 @@ class Rows:
                     self.buckets[kind].setdefault(length, []).append((ids, start))
         self.counts = {kind: sum(len(v) for v in b.values()) for kind, b in self.buckets.items()}
 
-    def batch(self, tokens: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def batch(self, tokens: int, rng: random.Random, mixture: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor, str]:
         """(ids (B, L), maskable (B, L) bool, kind) for one batch of about ``tokens`` tokens."""
-        kind = rng.choices(list(MIXTURE), weights=list(MIXTURE.values()))[0]
+        kind = rng.choices(list(mixture), weights=list(mixture.values()))[0]
         lengths = list(self.buckets[kind])
         length = rng.choices(lengths, weights=[L * len(self.buckets[kind][L]) for L in lengths])[0]
         chosen = [rng.choice(self.buckets[kind][length]) for _ in range(max(1, tokens // length))]
@@ -237,6 +304,23 @@ class Rows:
             ids[row, :len(tokens_)] = torch.tensor(tokens_)
             maskable[row, start:] = True
         return ids, maskable, kind
+
+
+def parse_mixture(text: str | None) -> dict[str, float]:
+    """``kind=share,...`` over MIXTURE: the kinds named get these shares, the shares are then made to sum to 1."""
+    mixture = dict(MIXTURE)
+    for item in filter(None, (text or "").split(",")):
+        kind, _, share = item.partition("=")
+        if kind.strip() not in MIXTURE:
+            raise SystemExit(f"--mixture: unknown kind {kind.strip()!r}; the kinds are {', '.join(MIXTURE)}")
+        try:
+            mixture[kind.strip()] = float(share)
+        except ValueError:
+            raise SystemExit(f"--mixture: {item!r} is not kind=share") from None
+    total = sum(mixture.values())
+    if total <= 0 or min(mixture.values()) < 0:
+        raise SystemExit("--mixture: shares must be non-negative and not all zero")
+    return {kind: round(share / total, 4) for kind, share in mixture.items()}
 
 
 def load_rows(args) -> Rows:
@@ -351,8 +435,11 @@ def main() -> None:
     parser.add_argument("--init-adapter", type=Path, default=None,
                         help="continue from this trained adapter (a fresh optimizer and schedule); its training.json "
                              "in --out is kept as the earlier phase of the record")
+    parser.add_argument("--mixture", default=None,
+                        help="change some kinds' shares of the training tokens, e.g. arithmetic=0.2,gsm8k=0.16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    mixture = parse_mixture(args.mixture)
     started = time.perf_counter()
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -387,7 +474,7 @@ def main() -> None:
     while total_steps is None or step < total_steps:
         if time.perf_counter() - started > args.minutes * 60 - SAVE_SECONDS or (args.max_steps and step >= args.max_steps):
             break
-        ids, maskable, kind = rows.batch(args.tokens_per_batch, rng)
+        ids, maskable, kind = rows.batch(args.tokens_per_batch, rng, mixture)
         ids, maskable = ids.to(device, non_blocking=True), maskable.to(device, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, total_steps or 10**9, args.lr)
@@ -432,7 +519,7 @@ def main() -> None:
     record = {"script": "scripts/train_smol_diffusion.py", "base": raw["base"], "adapter": raw["adapter"],
               "steps": step, "total_steps": total_steps or step, "tokens": tokens_seen,
               "train_seconds": round(train_seconds, 1), "lr": args.lr, "tokens_per_batch": args.tokens_per_batch,
-              "mixture": MIXTURE, "examples": rows.counts, "seed": args.seed, "loss_every_100_steps": losses,
+              "mixture": mixture, "examples": rows.counts, "seed": args.seed, "loss_every_100_steps": losses,
               "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "earlier": earlier}
     (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({"event": "saved", "step": step, "total_steps": total_steps, "train_seconds": round(train_seconds, 1)}), flush=True)

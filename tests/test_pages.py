@@ -259,7 +259,7 @@ def test_offline_default_is_the_smollm2_diffusion_model_and_the_page_says_so(db_
     assert not any(e.label.startswith("Model card") for e in at.expander)
     assert any(c.value.startswith("One of CompressLens's own small models") for c in at.caption)
     assert at.selectbox[0].value == "wordproblems"  # the default source: word problems it never trained on
-    at.number_input[0].set_value(6)  # a problem it answers (of about seven in ten)
+    at.number_input[0].set_value(6)  # a problem it answers (of about nine in ten)
     next(b for b in at.button if b.label == "Sample").click()
     at.run()
     assert at.session_state["prompt"].startswith(TASK_INSTRUCTIONS["math"])

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import operator
+import random
 import re
 import sys
 from pathlib import Path
@@ -231,6 +232,51 @@ def test_arithmetic_drills_are_right_and_in_the_word_problems_range_and_format()
             value = int(result)
         assert last == f"#### {value}"
     assert 0.2 < chains / len(drills) < 0.4
+
+
+def test_carry_drills_all_carry_or_borrow_and_are_right():
+    train = training_script()
+    drills = train.carry_pairs(3000, seed=5)
+    subtractions = 0
+    for question, answer in drills:
+        a, op, b, result = re.fullmatch(r"(\d+)([-+])(\d+)=(\d+)\n#### \4", answer).groups()
+        a, b, result = int(a), int(b), int(result)
+        assert result == (a + b if op == "+" else a - b) and a in range(10, 1000) and str(b) in question
+        columns = [(a // 10 ** k % 10, b // 10 ** k % 10) for k in (0, 1)]
+        assert any(x + y >= 10 for x, y in columns) if op == "+" else any(x < y for x, y in columns)
+        subtractions += op == "-"
+    assert 0.6 < subtractions / len(drills) < 0.73
+    assert sum(int(a.split("=")[1].split("\n")[0]) < 100 for _, a in drills) > 300  # small differences too
+
+
+def test_a_distractor_goes_in_before_the_asking_sentence_and_avoids_the_problems_units():
+    train = training_script()
+    rng = random.Random(3)
+    question = "A class has 24 students. Each student brings 3 pencils. How many pencils are there in all?"
+    for _ in range(200):
+        changed = train.with_distractor(question, rng)
+        added = [s for s in re.split(r"(?<=[.!?])\s+", changed) if s not in question]
+        assert len(added) == 1 and changed.endswith("How many pencils are there in all?")
+        assert re.search(r"\d+", added[0]) and not re.search(r"\b(students|pencils)\b", added[0])
+        assert changed.replace(added[0] + " ", "") == question
+
+
+def test_a_phase_can_shift_the_mixture_and_a_wrong_kind_is_refused_by_name():
+    train = training_script()
+    assert train.parse_mixture(None) == train.MIXTURE
+    shifted = train.parse_mixture("arithmetic=0.36, gsm8k=0")
+    assert shifted["gsm8k"] == 0 and shifted["arithmetic"] == pytest.approx(0.36 / 1.1, abs=1e-4)
+    assert sum(shifted.values()) == pytest.approx(1, abs=1e-3)
+    assert shifted["chat"] == pytest.approx(train.MIXTURE["chat"] / 1.1, abs=1e-4)
+    rows = train.Rows(load_tokenizer(smol_diffusion.SMOL_DIR), {"wordproblems": [("Add 2 and 3.", "2+3=5\n#### 5")],
+                                                               "whole_text": ["A sentence."]}, 0)
+    rng = random.Random(0)
+    kinds = {rows.batch(256, rng, {"wordproblems": 0.0, "whole_text": 1.0})[2] for _ in range(20)}
+    assert kinds == {"whole_text"}
+    for wrong, said in (("arithmetics=0.2", "unknown kind 'arithmetics'"), ("gsm8k=lots", "not kind=share"),
+                        ("gsm8k=-1", "non-negative")):
+        with pytest.raises(SystemExit, match=said):
+            train.parse_mixture(wrong)
 
 
 def test_training_continues_from_the_shipped_adapter_exactly(smol):
