@@ -5,7 +5,9 @@
     python bench/smol_diffusion.py --score texts.jsonl                  # ROUGE and BERTScore of the summaries
     python bench/smol_diffusion.py --cpu-speed                          # load and answer times on this CPU
 
-Free-form math is bench/data/freeform_math.jsonl (written by hand, never trained on); GSM8K and
+Free-form math is two sets of word problems written by hand and never trained on: bench/data/freeform_math.jsonl
+and bench/data/freeform_math_2.jsonl, the second written after phase 5 and not read while choosing later recipes
+(its figures are named freeform2_*). GSM8K and
 CNN/DailyMail are their test splits; held-out word problems are core.data.wordproblems' held-out split.
 Infill: sentences with 30% of their words replaced by as many masks as they had tokens.
 """
@@ -31,7 +33,8 @@ from core.llada.sampler import PRESETS, SamplerParams, infill  # noqa: E402
 from core.pipeline.math_eval import evaluate  # noqa: E402
 from core.pipeline.metrics import extract_answer  # noqa: E402
 
-FREEFORM = Path(__file__).parent / "data" / "freeform_math.jsonl"
+FREEFORM_SETS = {"freeform": Path(__file__).parent / "data" / "freeform_math.jsonl",
+                 "freeform2": Path(__file__).parent / "data" / "freeform_math_2.jsonl"}
 PARENT = "smollm2-135m-instruct"
 OUTPUTS: list[Path] = []  # where generated texts go, if anywhere
 
@@ -144,15 +147,15 @@ def run(args) -> None:
     if args.outputs:
         args.outputs.write_text("")
         OUTPUTS.append(args.outputs)
-    freeform = read_jsonl(FREEFORM)
+    freeform = {set_name: read_jsonl(path) for set_name, path in FREEFORM_SETS.items()}
     for name, generator in models:
         is_ar = name.endswith("parent")
         settings = {"default": default} if is_ar else candidates
-        if args.freeform:
-            q, a = [r["question"] for r in freeform], [r["answer"] for r in freeform]
+        for set_name, problems in freeform.items() if args.freeform else ():
+            q, a = [r["question"] for r in problems], [r["answer"] for r in problems]
             for label, params in settings.items():
-                math_accuracy(generator, name, f"freeform_{label}", q, a, params, outputs, batch=args.batch)
-            math_accuracy(generator, name, "freeform_random_drop_ratio2", q, a, settings["default"], outputs,
+                math_accuracy(generator, name, f"{set_name}_{label}", q, a, params, outputs, batch=args.batch)
+            math_accuracy(generator, name, f"{set_name}_random_drop_ratio2", q, a, settings["default"], outputs,
                           batch=args.batch, compressor="random")
         if args.heldout:
             problems = wordproblems.generate(args.heldout, "heldout", seed=0)
@@ -210,7 +213,7 @@ def cpu_speed(args) -> None:
         emit(figure="cpu_load_seconds", model="smollm2-diffusion", value=round(seconds, 2))
     torch.set_num_threads(2)
     generator = LLaDAGenerator(str(smol_diffusion.SMOL_DIR), "cpu")
-    freeform = read_jsonl(FREEFORM)[:args.speed_problems]
+    freeform = read_jsonl(FREEFORM_SETS["freeform"])[:args.speed_problems]
     for label, params in (("default", PRESETS[smol_diffusion.SMOL_PRESET][1]), ("reference", SamplerParams(64, 64, 8))):
         times = []
         for row in freeform:

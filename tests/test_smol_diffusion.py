@@ -326,6 +326,26 @@ def test_a_handful_of_free_form_problems_are_solved_and_dropping_words_loses_the
     assert dropped.correct < original.correct
 
 
+@pytest.mark.parametrize("name", ["freeform_math.jsonl", "freeform_math_2.jsonl"])
+def test_every_hand_written_problem_s_solution_computes_its_answer_in_one_to_three_steps(name):
+    ops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+    rows = [json.loads(line) for line in (ROOT / "bench" / "data" / name).read_text().splitlines()]
+    assert len(rows) >= 60 and len({r["id"] for r in rows}) == len(rows)
+    for row in rows:
+        lines = row["solution"].splitlines()
+        for line in lines:
+            a, op, b, result = re.fullmatch(r"(\d+) ([-+*/]) (\d+) = (\d+)", line).groups()
+            assert ops[op](int(a), int(b)) == int(result), (row["id"], line)
+        assert int(lines[-1].rpartition("= ")[2]) == row["answer"] and row["steps"] == len(lines) <= 3, row["id"]
+        assert all(int(n) < 1000 for n in re.findall(r"\d+", row["question"])), row["id"]
+
+
+def test_the_two_hand_written_sets_share_no_problem():
+    questions = [{json.loads(line)["question"] for line in (ROOT / "bench" / "data" / name).read_text().splitlines()}
+                 for name in ("freeform_math.jsonl", "freeform_math_2.jsonl")]
+    assert not questions[0] & questions[1]
+
+
 def test_it_is_the_offline_default_with_its_own_preset_and_a_source_it_answers_part_of(monkeypatch):
     from core.llada.sampler import PRESETS
     from core.pipeline.service import CompareRequest, default_model, default_source
