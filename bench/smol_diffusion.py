@@ -33,8 +33,8 @@ from core.llada.sampler import PRESETS, SamplerParams, infill  # noqa: E402
 from core.pipeline.math_eval import evaluate  # noqa: E402
 from core.pipeline.metrics import extract_answer  # noqa: E402
 
-FREEFORM_SETS = {"freeform": Path(__file__).parent / "data" / "freeform_math.jsonl",
-                 "freeform2": Path(__file__).parent / "data" / "freeform_math_2.jsonl"}
+BENCH_DATA = Path(__file__).parent / "data"
+FREEFORM_SETS = {"freeform": BENCH_DATA / "freeform_math.jsonl", "freeform2": BENCH_DATA / "freeform_math_2.jsonl"}
 PARENT = "smollm2-135m-instruct"
 OUTPUTS: list[Path] = []  # where generated texts go, if anywhere
 
@@ -147,11 +147,11 @@ def run(args) -> None:
     if args.outputs:
         args.outputs.write_text("")
         OUTPUTS.append(args.outputs)
-    freeform = {set_name: read_jsonl(path) for set_name, path in FREEFORM_SETS.items()}
+    freeform = {set_name: read_jsonl(path) for set_name, path in FREEFORM_SETS.items()} if args.freeform else {}
     for name, generator in models:
         is_ar = name.endswith("parent")
         settings = {"default": default} if is_ar else candidates
-        for set_name, problems in freeform.items() if args.freeform else ():
+        for set_name, problems in freeform.items():
             q, a = [r["question"] for r in problems], [r["answer"] for r in problems]
             for label, params in settings.items():
                 math_accuracy(generator, name, f"{set_name}_{label}", q, a, params, outputs, batch=args.batch)

@@ -21,7 +21,12 @@ from core.llada.loader import CheckpointError, load_llada, load_tokenizer
 from core.llada.tokenizer import chat_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
+HAND_WRITTEN = ("freeform_math.jsonl", "freeform_math_2.jsonl")  # bench/data's free-form problem sets
 D, LAYERS, HEADS, KV_HEADS, FFN, VOCAB = 64, 2, 4, 2, 128, 96
+
+
+def hand_written(name: str) -> list[dict]:
+    return [json.loads(line) for line in (ROOT / "bench" / "data" / name).read_text().splitlines()]
 
 
 def permute(weight: np.ndarray, n_heads: int) -> np.ndarray:
@@ -317,7 +322,7 @@ def test_a_handful_of_free_form_problems_are_solved_and_dropping_words_loses_the
     from core.llada.sampler import PRESETS
     from core.pipeline.math_eval import evaluate
 
-    rows = [json.loads(line) for line in (ROOT / "bench" / "data" / "freeform_math.jsonl").read_text().splitlines()][:5]
+    rows = hand_written(HAND_WRITTEN[0])[:5]
     questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
     params = PRESETS[smol_diffusion.SMOL_PRESET][1]
     original = evaluate(smol, questions, answers, params, batch_size=5)
@@ -326,10 +331,10 @@ def test_a_handful_of_free_form_problems_are_solved_and_dropping_words_loses_the
     assert dropped.correct < original.correct
 
 
-@pytest.mark.parametrize("name", ["freeform_math.jsonl", "freeform_math_2.jsonl"])
+@pytest.mark.parametrize("name", HAND_WRITTEN)
 def test_every_hand_written_problem_s_solution_computes_its_answer_in_one_to_three_steps(name):
     ops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
-    rows = [json.loads(line) for line in (ROOT / "bench" / "data" / name).read_text().splitlines()]
+    rows = hand_written(name)
     assert len(rows) >= 60 and len({r["id"] for r in rows}) == len(rows)
     for row in rows:
         lines = row["solution"].splitlines()
@@ -341,8 +346,7 @@ def test_every_hand_written_problem_s_solution_computes_its_answer_in_one_to_thr
 
 
 def test_the_two_hand_written_sets_share_no_problem():
-    questions = [{json.loads(line)["question"] for line in (ROOT / "bench" / "data" / name).read_text().splitlines()}
-                 for name in ("freeform_math.jsonl", "freeform_math_2.jsonl")]
+    questions = [{row["question"] for row in hand_written(name)} for name in HAND_WRITTEN]
     assert not questions[0] & questions[1]
 
 
