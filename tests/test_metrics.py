@@ -59,6 +59,33 @@ def test_backbones_offline():
         metrics.bertscore("a", "b", metrics.ROBERTA_LARGE)
 
 
+def test_a_machine_with_no_network_is_offline_without_hf_hub_offline(monkeypatch):
+    """The dashboard started by hand on an unplugged machine: roberta-large is neither cached nor reachable,
+    so the default backbone is MiniLM; with the hub answering, roberta-large stays the default."""
+    import socket
+
+    from huggingface_hub import constants
+
+    def refused(address, timeout):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    metrics.hub_reachable.cache_clear()
+    assert metrics.default_backbone() == metrics.MINILM
+    with pytest.raises(Exception, match="roberta-large is not downloaded"):
+        metrics.bertscore("a", "b", metrics.ROBERTA_LARGE)
+
+    class Answered:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout: Answered())
+    metrics.hub_reachable.cache_clear()
+    assert metrics.default_backbone() == metrics.ROBERTA_LARGE
+    metrics.hub_reachable.cache_clear()
+
+
 def test_markdown_escaping_keeps_dollars_and_markup_literal():
     assert render.md_escape("costs $3 and $5") == "costs \\$3 and \\$5"
     assert render.md_escape("*bold* _it_ [x](y) <b>") == "\\*bold\\* \\_it\\_ \\[x\\](y) \\<b\\>"

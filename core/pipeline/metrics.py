@@ -81,12 +81,28 @@ def bertscore_backbones() -> dict[str, BertScoreBackbone]:
     return options
 
 
+@lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub takes a connection (asked once a process, 3 s at most): a machine with no
+    network need not set HF_HUB_OFFLINE, and the dashboard's default must still work there."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    try:
+        socket.create_connection((urlparse(constants.ENDPOINT).hostname, 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
 def roberta_large_available() -> bool:
     from huggingface_hub import constants, try_to_load_from_cache
 
-    if not constants.HF_HUB_OFFLINE:
+    if isinstance(try_to_load_from_cache("roberta-large", "config.json"), str):
         return True
-    return isinstance(try_to_load_from_cache("roberta-large", "config.json"), str)
+    return not constants.HF_HUB_OFFLINE and hub_reachable()
 
 
 def default_backbone() -> str:
