@@ -47,13 +47,22 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def decoding(generator, params) -> dict:
+    """How the figure's answers were decoded: the autoregressive control decodes left to right, whatever the
+    diffusion sampler's settings say."""
+    if generator.info.kind == "ar":
+        how = "autoregressive, greedy" if params.temperature == 0 else f"autoregressive, temperature {params.temperature}"
+        return {"sampler": how, "gen_length": params.gen_length}
+    return {"sampler": params.label(), "gen_length": params.gen_length, "block_length": params.block_length}
+
+
 def math_accuracy(generator, name: str, label: str, questions, answers, params, outputs, *, batch: int,
                   compressor: str | None = None, instruction: str = "") -> float:
     prompts = [datasets.instructed(instruction, q) for q in questions]
     score = evaluate(generator, prompts, answers, params, compressor=compressor, ratio=2.0 if compressor else None,
                      batch_size=batch)
     emit(figure=f"{label}_accuracy", model=name, value=round(score.accuracy, 4), n=score.n,
-         sampler=params.label(), gen_length=params.gen_length, block_length=params.block_length,
+         **decoding(generator, params),
          compressor=compressor, achieved_ratio=score.achieved_ratio, seconds=round(score.seconds, 1))
     return score.accuracy
 
@@ -65,8 +74,8 @@ def generate_texts(generator, name: str, task: str, rows: list[dict], prompts: l
         for row, out in zip(rows[start:start + batch], generator.generate(prompts[start:start + batch], params, seed=0)):
             outputs.append({"task": task, "model": name, "id": row.get("id"), "prompt": row.get("prompt"),
                             "output": out.text, "reference": row.get("reference")})
-    emit(figure=f"{task}_generated", model=name, n=len(prompts), sampler=params.label(),
-         gen_length=params.gen_length, seconds=round(time.perf_counter() - started, 1))
+    emit(figure=f"{task}_generated", model=name, n=len(prompts), **decoding(generator, params),
+         seconds=round(time.perf_counter() - started, 1))
     if OUTPUTS:  # written as they come, so an interrupted run keeps what it made
         with OUTPUTS[0].open("a", encoding="utf-8") as f:
             f.writelines(json.dumps(o) + "\n" for o in outputs[-len(prompts):])
