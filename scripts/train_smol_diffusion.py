@@ -18,6 +18,9 @@ Data (training sets only; nothing that evaluation reads): word problems from cor
 OpenAssistant pairs, CNN/DailyMail validation articles with their highlights, and prompts
 compressed by random word drop with the instruction to restore them. From phase 5 (``--mixture``):
 word problems with an irrelevant sentence put in, and additions and subtractions that carry or borrow.
+``gsm8k_renumbered`` (off by default, not yet in a shipped phase): GSM8K train problems with new numbers
+put in and their notes recomputed, as GSM-Symbolic varies GSM8K, so that the wording of people's
+problems comes with numbers that are not seen twice.
 
 Runs in calls of ``--minutes`` (the GPU machine's limit) that resume from ``--work``; the first
 call measures its speed and fixes the schedule's length to fill ``--budget-minutes`` in all.
@@ -55,11 +58,12 @@ EPS = 1e-3  # smallest masking probability, as in LLaDA's training code
 ROUND = 32  # row lengths are multiples of this, so batches come in a few shapes
 SAVE_SECONDS = 20  # kept free at the end of a call for writing the state and the adapter
 # Share of training tokens per kind of row (``--mixture`` changes it for one phase).
-# The last two kinds came with phase 5 and are off by default, so the earlier phases' recipe reads as it ran.
+# The kinds after whole_text came after phase 4 and are off by default, so the earlier phases' recipe reads
+# as it ran.
 MIXTURE = {"wordproblems": 0.38, "arithmetic": 0.16, "gsm8k": 0.10, "chat": 0.07, "summary": 0.08, "restore": 0.06,
-           "whole_chat": 0.07, "whole_text": 0.08, "distracted": 0.0, "carries": 0.0}
+           "whole_chat": 0.07, "whole_text": 0.08, "distracted": 0.0, "carries": 0.0, "gsm8k_renumbered": 0.0}
 MAX_ROW = {"wordproblems": 256, "arithmetic": 160, "gsm8k": 320, "chat": 448, "summary": 768, "restore": 384,
-           "whole_chat": 448, "whole_text": 256, "distracted": 288, "carries": 128}
+           "whole_chat": 448, "whole_text": 256, "distracted": 288, "carries": 128, "gsm8k_renumbered": 320}
 OPS = {"+": ("plus", "the sum of {a} and {b}", "add {b}"), "-": ("minus", "the difference between {a} and {b}",
                                                                 "subtract {b}"),
        "*": ("times", "the product of {a} and {b}", "multiply by {b}"), "/": ("divided by", "{a} divided by {b}",
@@ -111,6 +115,91 @@ def gsm8k_chain(answer: str) -> str | None:
     if not notes or not all("=" in n for n in notes):
         return None
     return "\n".join(notes + [f"#### {gold}"])
+
+
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+# Numbers a GSM8K note may take from common knowledge rather than from the question (7 days, 60 minutes).
+CONSTANTS = {*range(1, 13), 24, 30, 52, 60, 100, 365, 1000}
+# Words that stand for a number ("twice": 2): a digit of that value in the question may be the word's, so it stays.
+IMPLIED = {2: ("half", "twice", "double", "two times", "pair"), 3: ("triple", "three times", "third"),
+           4: ("quarter", "four times", "fourth"), 7: ("week",), 12: ("dozen", "month", "year", "foot", "feet"),
+           24: ("day",), 52: ("week",), 60: ("hour", "minute"), 100: ("percent", "%", "cent", "dollar"),
+           365: ("year",), 1000: ("thousand",)}
+
+
+def whole(text: str) -> int | None:
+    """A number written in digits (commas allowed) as an int; None for decimals."""
+    return None if "." in text else int(text.replace(",", ""))
+
+
+def gsm8k_template(question: str, answer: str) -> list[tuple[list[str], list[tuple]]] | None:
+    """A GSM8K train problem's calculator notes as a template that new numbers can go into: per note, the text
+    between its numbers and where each number comes from (``("given", n)``: the question's number n; ``("step", i)``:
+    note i's result; ``("const", text)``). None where that cannot be told safely: no notes or more than four, a
+    number that is both the question's and a step's, a constant worked out in the prose (it would not follow new
+    numbers), decimals, or a last result that is not the answer."""
+    notes = [n.replace(" ", "").replace(",", "") for n in re.findall(r"<<([^>]*)>>", answer)]
+    if not 1 <= len(notes) <= 4:
+        return None
+    given = {whole(m.group()) for m in NUMBER.finditer(question)} - {None}
+    implied = {n for n, words in IMPLIED.items() if any(w in question.lower() for w in words)}
+    results, steps = [], []
+    for note in notes:
+        expr, _, result = note.rpartition("=")
+        if not re.fullmatch(r"[\d(][\d+\-*/().]*", expr) or not result.isdigit():
+            return None
+        try:
+            if abs(eval(expr) - int(result)) > 1e-9:  # noqa: S307 (digits and operators only, checked above)
+                return None
+        except (SyntaxError, ZeroDivisionError):
+            return None
+        pieces, sources, last = [], [], 0
+        for m in re.finditer(r"\d+(?:\.\d+)?", expr):
+            pieces.append(expr[last:m.start()])
+            last = m.end()
+            value = whole(m.group())
+            earlier = [i for i, r in enumerate(results) if r == value]
+            if len(earlier) > 1 or (earlier and value in given):
+                return None
+            if earlier:
+                sources.append(("step", earlier[0]))
+            elif value in given and value not in implied:
+                sources.append(("given", value))
+            elif value in CONSTANTS or (value in given and value in implied):
+                sources.append(("const", m.group()))
+            else:
+                return None
+        pieces.append(expr[last:])
+        results.append(int(result))
+        steps.append((pieces, sources))
+    gold = answer.split("####")[-1].strip().replace(",", "")
+    if str(results[-1]) != gold or not any(kind == "given" for _, sources in steps for kind, _ in sources):
+        return None
+    return steps
+
+
+def renumbered(question: str, steps, rng: random.Random) -> tuple[str, str] | None:
+    """The problem with new numbers in place of those its notes read (each within half to one and a half times the
+    old), its chain recomputed; None if 30 draws give no chain of whole results in [0, 99999]."""
+    used = sorted({value for _, sources in steps for kind, value in sources if kind == "given"})
+    for _ in range(30):
+        new = {v: rng.randint(max(1, v // 2), v + v // 2 + 1) for v in used}
+        results, lines = [], []
+        for pieces, sources in steps:
+            values = [str(new[v] if kind == "given" else results[v]) if kind != "const" else v for kind, v in sources]
+            expr = "".join(piece + value for piece, value in zip(pieces, values + [""]))
+            try:
+                value = eval(expr)  # noqa: S307 (our digits and the note's operators)
+            except ZeroDivisionError:
+                break
+            if not 0 <= value <= 99999 or abs(value - round(value)) > 1e-9:
+                break
+            results.append(round(value))
+            lines.append(f"{expr}={results[-1]}")
+        else:
+            text = NUMBER.sub(lambda m: str(new.get(whole(m.group()), m.group())), question)
+            return text, "\n".join(lines + [f"#### {results[-1]}"])
+    return None
 
 
 def word_problem_batch(seed: int):
@@ -262,9 +351,16 @@ def build_texts(data: Path, seed: int, word_problem_seeds: int) -> dict[str, lis
     later = random.Random(seed + 2)  # the later kinds draw apart, leaving the earlier kinds' draws as they were
     distracted = [(with_distractor(q, later), a) for q, a in extra]
     distracted = [(datasets.instructed(math_instruction, q) if later.random() < 0.5 else q, a) for q, a in distracted]
+    # GSM8K's own wording with new numbers, for word problems as people write them.
+    renumbering = random.Random(seed + 4)
+    templates = [(q, t) for q, t in ((r["question"], gsm8k_template(r["question"], r["answer"]))
+                                     for r in read_jsonl(data / "gsm8k" / "train.jsonl")) if t]
+    renumbered_pairs = [pair for q, t in templates for _ in range(30) if (pair := renumbered(q, t, renumbering))]
+    renumbered_pairs = [(datasets.instructed(math_instruction, q) if renumbering.random() < 0.5 else q, a)
+                        for q, a in renumbered_pairs]
     return {"wordproblems": wordproblem_pairs, "arithmetic": drills, "gsm8k": gsm8k, "chat": chat, "summary": summary, "restore": restore,
             "whole_chat": wordproblem_pairs[:40000] + gsm8k + chat + summary, "whole_text": plain,
-            "distracted": distracted, "carries": carry_pairs(100_000, seed + 3)}
+            "distracted": distracted, "carries": carry_pairs(100_000, seed + 3), "gsm8k_renumbered": renumbered_pairs}
 
 
 class Rows:

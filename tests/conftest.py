@@ -182,15 +182,24 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
-def gsm8k_questions():
-    path = SHARED_DATA / "gsm8k" / "test.jsonl"
+def gsm8k_split(split: str) -> list[dict]:
+    path = SHARED_DATA / "gsm8k" / f"{split}.jsonl"
     if not path.is_file():
         pytest.skip("../shared/data/gsm8k is not beside this checkout")
     import json
 
     with path.open() as f:
         return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="session")
+def gsm8k_questions():
+    return gsm8k_split("test")
+
+
+@pytest.fixture(scope="session")
+def gsm8k_train():
+    return gsm8k_split("train")
 
 
 def free_port() -> int:

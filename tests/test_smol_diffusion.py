@@ -266,6 +266,55 @@ def test_a_distractor_goes_in_before_the_asking_sentence_and_avoids_the_problems
         assert changed.replace(added[0] + " ", "") == question
 
 
+def test_gsm8k_problems_take_new_numbers_and_their_chain_is_recomputed():
+    train = training_script()
+    question = ("Betty's wallet costs $100. She has half of the money. Her parents give her $15 and her grandparents "
+                "twice as much as her parents. How much more money does Betty need?")
+    answer = ("She has 100 / 2 = $<<100/2=50>>50.\nThe grandparents give 15 * 2 = $<<15*2=30>>30.\n"
+              "She needs 100 - 50 - 30 - 15 = $<<100-50-30-15=5>>5 more.\n#### 5")
+    steps = train.gsm8k_template(question, answer)
+    sources = [source for _, step in steps for source in step]
+    # 2 is the wording's ("half", "twice"), 50 and 30 are results of earlier notes.
+    assert sources == [("given", 100), ("const", "2"), ("given", 15), ("const", "2"), ("given", 100), ("step", 0),
+                       ("step", 1), ("given", 15)]
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(50):
+        new_question, chain = train.renumbered(question, steps, rng)
+        cost, gift = map(int, re.fullmatch(r"Betty's wallet costs \$(\d+)\. She has half of the money\. Her parents "
+                                            r"give her \$(\d+) and .*", new_question).groups())
+        assert chain == (f"{cost}/2={cost // 2}\n{gift}*2={gift * 2}\n{cost}-{cost // 2}-{gift * 2}-{gift}="
+                         f"{cost - cost // 2 - 3 * gift}\n#### {cost - cost // 2 - 3 * gift}")
+        assert cost % 2 == 0 and 50 <= cost <= 151 and 7 <= gift <= 23 and cost - cost // 2 >= 3 * gift
+        seen.add((cost, gift))
+    assert len(seen) > 20
+    # A number worked out in the prose would not follow new numbers; a value both given and a step's is ambiguous.
+    assert train.gsm8k_template("She has 30 pens and 11 pencils and 2 bags.",
+                                "S = 30 - 11 = 19, so 19*2 = <<19*2=38>>38 and\n#### 38") is None
+    assert train.gsm8k_template("He has 4 cats and 8 dogs.", "<<4*2=8>>8 then <<8+8=16>>16\n#### 16") is None
+
+
+def test_renumbered_gsm8k_train_problems_compute_their_answers(gsm8k_train):
+    train = training_script()
+    rng = random.Random(1)
+    made = changed = 0
+    for row in gsm8k_train[:400]:
+        steps = train.gsm8k_template(row["question"], row["answer"])
+        pair = steps and train.renumbered(row["question"], steps, rng)
+        if not pair:
+            continue
+        made += 1
+        question, chain = pair
+        *lines, last = chain.split("\n")
+        for line in lines:
+            expr, result = line.rsplit("=", 1)
+            assert abs(eval(expr) - int(result)) < 1e-9 and 0 <= int(result) <= 99999
+        assert last == f"#### {lines[-1].rsplit('=', 1)[1]}"
+        changed += question != row["question"]
+        assert re.sub(r"\d[\d,]*", "N", question) == re.sub(r"\d[\d,]*", "N", row["question"])
+    assert made > 150 and changed > 0.8 * made
+
+
 def test_a_phase_can_shift_the_mixture_and_a_wrong_kind_is_refused_by_name():
     train = training_script()
     assert train.parse_mixture(None) == train.MIXTURE
