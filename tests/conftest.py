@@ -18,11 +18,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # AppTest and the test servers listen beyond localhost as far as Streamlit's settings tell, which turns
 # authentication on; the tests of roles turn it on themselves.
 os.environ["COMPRESSLENS_AUTH"] = "off"
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # One thread a worker: with a worker a core, more threads only contend for the same cores.
-    import torch
-
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
