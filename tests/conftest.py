@@ -219,12 +219,14 @@ class Dashboard:
         self.env = {**os.environ, "COMPRESSLENS_MODEL": str(tiny_checkpoint), "COMPRESSLENS_HOME": str(home),
                     "COMPRESSLENS_DB_URL": self.db_url, **env}
         self.process = None
+        self.log = home / f"dashboard-{self.port}.log"  # every start appends, so a failed test can show it
 
     def start(self) -> "Dashboard":
-        self.process = subprocess.Popen(
-            [sys.executable, "scripts/serve.py", "run", "app.py", "--server.port", str(self.port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "scripts/serve.py", "run", "app.py", "--server.port", str(self.port),
+                 "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType",
+                 "none"], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -240,9 +242,19 @@ class Dashboard:
             self.process.wait(10)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item, for fixtures that say more when the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def dashboards(tiny_checkpoint, tmp_path):
-    """Dashboard servers a test starts with settings of its own; every one is stopped after the test."""
+def dashboards(tiny_checkpoint, tmp_path, request):
+    """Dashboard servers a test starts with settings of its own; every one is stopped after the test, and
+    the end of each server's log is printed when the test failed (the report shows it), since a browser
+    waiting in vain says nothing of why."""
     made = []
 
     def make(**env) -> Dashboard:
@@ -252,6 +264,10 @@ def dashboards(tiny_checkpoint, tmp_path):
     yield make
     for server in made:
         server.stop()
+    if getattr(request.node, "report_call", None) is not None and request.node.report_call.failed:
+        for server in made:
+            tail = server.log.read_text(errors="replace")[-6000:] if server.log.is_file() else "(no log)"
+            print(f"--- {server.url} log, last lines ---\n{tail}")
 
 
 @pytest.fixture
