@@ -158,7 +158,7 @@ def run(args) -> None:
         OUTPUTS.append(args.outputs)
     freeform = {set_name: read_jsonl(path) for set_name, path in FREEFORM_SETS.items()} if args.freeform else {}
     for name, generator in models:
-        is_ar = name.endswith("parent")
+        is_ar = generator.info.kind == "ar"
         settings = {"default": default} if is_ar else candidates
         for set_name, problems in freeform.items():
             q, a = [r["question"] for r in problems], [r["answer"] for r in problems]

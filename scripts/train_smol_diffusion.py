@@ -108,10 +108,15 @@ class LoRALinear(nn.Module):
 
 # ---------------------------------------------------------------- data
 
-def gsm8k_chain(answer: str) -> str | None:
-    """GSM8K's worked answer as our equation chain: its <<expr=result>> notes, one a line, then #### N."""
+def gsm8k_notes(answer: str) -> tuple[list[str], str]:
+    """GSM8K's worked answer as its <<expr=result>> calculator notes (no spaces or thousands commas) and its answer."""
     notes = [n.replace(" ", "").replace(",", "") for n in re.findall(r"<<([^>]*)>>", answer)]
-    gold = answer.split("####")[-1].strip().replace(",", "")
+    return notes, answer.split("####")[-1].strip().replace(",", "")
+
+
+def gsm8k_chain(answer: str) -> str | None:
+    """GSM8K's worked answer as our equation chain: its notes, one a line, then #### N."""
+    notes, gold = gsm8k_notes(answer)
     if not notes or not all("=" in n for n in notes):
         return None
     return "\n".join(notes + [f"#### {gold}"])
@@ -138,7 +143,7 @@ def gsm8k_template(question: str, answer: str) -> list[tuple[list[str], list[tup
     note i's result; ``("const", text)``). None where that cannot be told safely: no notes or more than four, a
     number that is both the question's and a step's, a constant worked out in the prose (it would not follow new
     numbers), decimals, or a last result that is not the answer."""
-    notes = [n.replace(" ", "").replace(",", "") for n in re.findall(r"<<([^>]*)>>", answer)]
+    notes, gold = gsm8k_notes(answer)
     if not 1 <= len(notes) <= 4:
         return None
     given = {whole(m.group()) for m in NUMBER.finditer(question)} - {None}
@@ -172,7 +177,6 @@ def gsm8k_template(question: str, answer: str) -> list[tuple[list[str], list[tup
         pieces.append(expr[last:])
         results.append(int(result))
         steps.append((pieces, sources))
-    gold = answer.split("####")[-1].strip().replace(",", "")
     if str(results[-1]) != gold or not any(kind == "given" for _, sources in steps for kind, _ in sources):
         return None
     return steps
@@ -328,8 +332,9 @@ def build_texts(data: Path, seed: int, word_problem_seeds: int) -> dict[str, lis
     math_instruction = datasets.TASK_INSTRUCTIONS["math"]
     # Half with the app's math instruction, half bare: the Playground sends either.
     wordproblem_pairs = [(datasets.instructed(math_instruction, q) if rng.random() < 0.5 else q, a) for q, a in problems]
+    gsm8k_train = read_jsonl(data / "gsm8k" / "train.jsonl")
     gsm8k = []
-    for row in read_jsonl(data / "gsm8k" / "train.jsonl"):
+    for row in gsm8k_train:
         chain = gsm8k_chain(row["answer"])
         if chain:
             q = row["question"]
@@ -342,7 +347,7 @@ def build_texts(data: Path, seed: int, word_problem_seeds: int) -> dict[str, lis
                for a in articles]
     news = [s for a in articles for s in sentences(a["article"])]
     passages = [" ".join(news[i:i + rng.randint(1, 3)]) for i in range(0, len(news), 2)]
-    originals = ([q for q, _ in problems[:20000]] + [r["question"] for r in read_jsonl(data / "gsm8k" / "train.jsonl")]
+    originals = ([q for q, _ in problems[:20000]] + [r["question"] for r in gsm8k_train]
                  + passages[:20000] + [p for p, _ in chat])
     restore = [(datasets.instructed(datasets.RECONSTRUCT_INSTRUCTION, drop_words(o, rng)), o) for o in originals]
     drills = arithmetic_pairs(300_000, seed + 1)
@@ -354,7 +359,7 @@ def build_texts(data: Path, seed: int, word_problem_seeds: int) -> dict[str, lis
     # GSM8K's own wording with new numbers, for word problems as people write them.
     renumbering = random.Random(seed + 4)
     templates = [(q, t) for q, t in ((r["question"], gsm8k_template(r["question"], r["answer"]))
-                                     for r in read_jsonl(data / "gsm8k" / "train.jsonl")) if t]
+                                     for r in gsm8k_train) if t]
     renumbered_pairs = [pair for q, t in templates for _ in range(30) if (pair := renumbered(q, t, renumbering))]
     renumbered_pairs = [(datasets.instructed(math_instruction, q) if renumbering.random() < 0.5 else q, a)
                         for q, a in renumbered_pairs]
